@@ -1,0 +1,1 @@
+"""Run directory -> TFLite bundle (encoder + decoder step + manifest). Needs TensorFlow."""

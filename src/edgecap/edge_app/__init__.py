@@ -1,0 +1,1 @@
+"""The Kivy point-of-care app. Device-safe: runtime only, no TensorFlow."""

@@ -1,0 +1,1 @@
+"""TensorFlow / Keras side: encoder, decoder, model, training loop, evaluation. Imports TensorFlow."""
