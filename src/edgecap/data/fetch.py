@@ -1,0 +1,520 @@
+"""Download the Indiana University chest X-ray collection (IU X-Ray) from Open-i.
+
+This is the logic behind ``edgecap data fetch iu-xray --out DIR``. It uses only the
+standard library (``urllib``) plus ``tqdm`` for the progress bar, so it runs on the
+device-safe core install.
+
+Behaviour
+---------
+* Each archive is downloaded to ``<name>.part`` and renamed to ``<name>`` only after
+  its size and (when known) its sha256 have been checked.
+* An existing ``.part`` is resumed with an HTTP ``Range: bytes=N-`` request. A ``206``
+  answer is appended; a server that ignores ``Range`` (``200``) restarts from zero;
+  ``416`` with ``Content-Range: bytes */N`` equal to the ``.part`` size means the
+  ``.part`` is already complete.
+* Dropped connections and transient HTTP errors are retried (``retries`` times in a
+  row without progress), resuming from what is on disk each time.
+* A sha256 mismatch deletes the bad file and raises :class:`FetchError`.
+* ``NLMCXR_png.tgz`` has no published checksum: its size is checked against the
+  server's ``Content-Length`` / ``Content-Range``, and its computed sha256 is
+  reported and written to ``SHA256SUMS`` in the output folder (``sha256sum -c``
+  format) so it can be compared with another copy.
+* ``extract=True`` unpacks the archives after validating every member (no absolute
+  paths, no ``..``, no links escaping the destination, no device files), and uses
+  ``tarfile``'s ``filter="data"`` where the Python version has it.
+
+The base URL can be overridden with the ``base_url`` argument or the
+``EDGECAP_IU_XRAY_URL`` environment variable (used by the tests to point at a
+loopback server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+from tqdm import tqdm
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_BASE_URL",
+    "IU_XRAY_FILES",
+    "FetchError",
+    "FetchResult",
+    "RemoteFile",
+    "fetch_iu_xray",
+    "resolve_base_url",
+    "safe_extract",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://openi.nlm.nih.gov/imgs/collections/"
+ENV_BASE_URL = "EDGECAP_IU_XRAY_URL"
+SHA256SUMS_NAME = "SHA256SUMS"
+DEFAULT_TIMEOUT_S = 60.0
+CHUNK_SIZE = 1 << 16
+USER_AGENT = "edgecap-fetch/0.1 (+urllib)"
+# Seconds before the n-th retry: RETRY_BACKOFF_S * 2**(n-1), capped at 30 s.
+# Module-level so tests can set it to 0.
+RETRY_BACKOFF_S = 1.0
+
+
+class FetchError(RuntimeError):
+    """A download could not be completed or did not verify."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One archive of the collection.
+
+    ``sha256`` / ``size`` are ``None`` where no trusted value is known.
+    ``extract_subdir`` is where ``extract=True`` unpacks it, relative to the output folder.
+    """
+
+    name: str
+    sha256: str | None
+    size: int | None
+    extract_subdir: str = ""
+    description: str = ""
+
+
+IU_XRAY_FILES: tuple[RemoteFile, ...] = (
+    RemoteFile(
+        name="NLMCXR_reports.tgz",
+        # sha256 and size computed from /work/shared/data/iu_xray/NLMCXR_reports.tgz, the
+        # project's byte-for-byte copy of the official Open-i file (the same sha256 is
+        # listed in /work/shared/data/iu_xray/SHA256SUMS).
+        sha256="8fb6de7eec73d8c3665067ad4bb003ccd57f971ae316d2642e1627ac7268667a",
+        size=1_112_632,
+        # The archive already has a top-level ecgen-radiology/ folder.
+        extract_subdir="",
+        description="3,955 radiology reports as ecgen-radiology/<uid>.xml",
+    ),
+    RemoteFile(
+        name="NLMCXR_png.tgz",
+        # No trusted checksum is available offline: the size is checked against the
+        # server's Content-Length / Content-Range and the computed sha256 is reported
+        # and written to SHA256SUMS in the output folder.
+        sha256=None,
+        size=None,
+        # Its PNGs (CXR<uid>_IM-xxxx-xxxx.png) are unpacked into images/.
+        extract_subdir="images",
+        description="7,470 PNG images, 512 px wide (about 1.1 GB)",
+    ),
+)
+
+
+@dataclass
+class FetchResult:
+    """What :func:`fetch_iu_xray` did for one archive.
+
+    ``verified`` is True when the sha256 matched a known checksum, None when no
+    checksum is known (size checked only). ``resumed_from`` is the number of bytes of a
+    pre-existing ``.part`` that were kept (0 for a fresh download, a skipped file, or a
+    server that ignored ``Range``).
+    """
+
+    name: str
+    path: Path
+    bytes: int
+    sha256: str
+    verified: bool | None
+    resumed_from: int
+    skipped: bool = False
+    extracted_to: Path | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_size)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """``base_url`` if given, else ``$EDGECAP_IU_XRAY_URL``, else the Open-i URL."""
+    url = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _resolve_files(files: Iterable[str | RemoteFile] | None) -> list[RemoteFile]:
+    if files is None:
+        return list(IU_XRAY_FILES)
+    table = {f.name: f for f in IU_XRAY_FILES}
+    out: list[RemoteFile] = []
+    for f in files:
+        if isinstance(f, RemoteFile):
+            out.append(f)
+        elif f in table:
+            out.append(table[f])
+        else:
+            raise ValueError(f"unknown IU X-Ray archive {f!r}; known: {sorted(table)}")
+    return out
+
+
+def _read_sums(path: Path) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) == 2:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def _write_sum(out_dir: Path, name: str, digest: str) -> None:
+    path = out_dir / SHA256SUMS_NAME
+    sums = _read_sums(path)
+    sums[name] = digest
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """``bytes a-b/T`` -> (a, b, T); ``bytes */T`` -> (None, None, T); ``*`` -> None."""
+    if not value:
+        return None, None, None
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        return None, None, None
+    start = int(m.group(1)) if m.group(1) is not None else None
+    end = int(m.group(2)) if m.group(2) is not None else None
+    total = int(m.group(3)) if m.group(3) != "*" else None
+    return start, end, total
+
+
+def _int_header(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection drop, timeout, 5xx)."""
+
+
+_NETWORK_ERRORS = (
+    urllib.error.URLError,
+    http.client.HTTPException,
+    ConnectionError,
+    socket.timeout,
+    TimeoutError,
+    OSError,
+)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _download(
+    url: str,
+    part: Path,
+    *,
+    name: str,
+    expected_size: int | None,
+    retries: int,
+    timeout: float,
+    progress: bool,
+) -> tuple[int, int | None]:
+    """Bring ``part`` to the full file. Returns (bytes kept from an old .part, total size)."""
+    initial = part.stat().st_size if part.exists() else 0
+    kept_from_initial = initial  # lowered if the old .part turns out unusable
+    total = expected_size
+    failures = 0
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=not progress,
+        leave=True,
+    )
+
+    def restart(reason: str) -> None:
+        nonlocal kept_from_initial
+        log.info("%s: restarting from zero (%s)", name, reason)
+        part.unlink(missing_ok=True)
+        kept_from_initial = 0
+        bar.reset(total=total)
+
+    try:
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            if total is not None:
+                if offset == total:
+                    return kept_from_initial, total
+                if offset > total:
+                    restart(f".part has {offset} bytes, more than the {total} expected")
+                    offset = 0
+
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            progressed = False
+            try:
+                try:
+                    resp = urllib.request.urlopen(
+                        urllib.request.Request(url, headers=headers), timeout=timeout
+                    )
+                except urllib.error.HTTPError as e:
+                    with e:
+                        if e.code == 416 and offset:
+                            _, _, srv_total = _parse_content_range(e.headers.get("Content-Range"))
+                            if srv_total is not None and srv_total == offset:
+                                return kept_from_initial, offset  # .part already complete
+                            restart(f"server refused Range bytes={offset}- (416)")
+                            raise _Transient("416 on resume") from None
+                        if e.code >= 500 or e.code in (408, 429):
+                            raise _Transient(f"HTTP {e.code} {e.reason}") from None
+                        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
+
+                with resp:
+                    status = resp.status
+                    length = _int_header(resp.headers.get("Content-Length"))
+                    if status == 206 and offset:
+                        start, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
+                        if start != offset:
+                            restart(
+                                f"server answered Range bytes={offset}- with "
+                                f"Content-Range {resp.headers.get('Content-Range')!r}"
+                            )
+                            raise _Transient("bad Content-Range")
+                        mode = "ab"
+                    elif status == 200 or (status == 206 and not offset):
+                        if offset:
+                            restart("server ignored the Range header (200)")
+                            offset = 0
+                        srv_total = length
+                        if status == 206:
+                            _, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
+                        mode = "wb"
+                    else:
+                        raise FetchError(f"{url}: unexpected HTTP status {status}")
+
+                    if srv_total is not None:
+                        if expected_size is not None and srv_total != expected_size:
+                            raise FetchError(
+                                f"{name}: size mismatch: server reports {srv_total} bytes, "
+                                f"expected {expected_size}"
+                            )
+                        if total != srv_total:
+                            total = srv_total
+                            bar.reset(total=total)
+                            bar.update(offset)
+                    end = offset + length if length is not None else total
+
+                    written = offset
+                    with open(part, mode) as f:
+                        while True:
+                            block = resp.read(CHUNK_SIZE)
+                            if not block:
+                                break
+                            f.write(block)
+                            written += len(block)
+                            progressed = True
+                            bar.update(len(block))
+                    if end is not None and written < end:
+                        raise _Transient(f"connection closed after {written} of {end} bytes")
+                    if end is not None and written > end:
+                        restart(f"server sent {written - end} bytes more than announced")
+                        raise _Transient("overlong body")
+                    if total is None:
+                        # No size known anywhere: take what the server sent.
+                        return kept_from_initial, None
+                continue  # complete body: the loop head confirms the size
+            except _Transient as e:
+                reason = str(e)
+            except FetchError:
+                raise
+            except _NETWORK_ERRORS as e:
+                reason = f"{type(e).__name__}: {e}"
+
+            failures = 1 if progressed else failures + 1  # a streak of failures without new data
+            if failures > retries:
+                raise FetchError(
+                    f"{name}: download failed after {retries} retries ({reason}); "
+                    f"partial data kept in {part}, run again to resume"
+                )
+            delay = min(RETRY_BACKOFF_S * 2 ** max(failures - 1, 0), 30.0)
+            log.warning("%s: %s; retrying in %.1f s", name, reason, delay)
+            if delay > 0:
+                time.sleep(delay)
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    name = member.name
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise FetchError(f"refusing tar member with absolute path: {name!r}")
+    if ".." in p.parts:
+        raise FetchError(f"refusing tar member with '..' (path traversal): {name!r}")
+    target = (dest / p).resolve()
+    if target != dest and dest not in target.parents:
+        raise FetchError(f"refusing tar member outside the destination: {name!r}")
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname.replace("\\", "/"))
+        if link.is_absolute():
+            raise FetchError(f"refusing tar link with absolute target: {name!r} -> {member.linkname!r}")
+        base = (dest / p).parent if member.issym() else dest
+        link_target = (base / link).resolve()
+        if link_target != dest and dest not in link_target.parents:
+            raise FetchError(f"refusing tar link pointing outside: {name!r} -> {member.linkname!r}")
+    elif not (member.isfile() or member.isdir()):
+        raise FetchError(f"refusing special tar member (device/fifo): {name!r}")
+
+
+def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Extract a tar(.gz) into ``dest`` after validating every member.
+
+    Nothing is written if any member is unsafe (absolute path, ``..``, link escaping
+    ``dest``, device file); :class:`FetchError` is raised instead.
+    """
+    dest_path = Path(dest)
+    dest_path.mkdir(parents=True, exist_ok=True)
+    dest_path = dest_path.resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m, dest_path)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest_path, members=members, filter="data")
+            else:  # Python without extraction filters (< 3.10.12 / 3.11.4)
+                tar.extractall(dest_path, members=members)
+    except tarfile.TarError as e:
+        raise FetchError(f"cannot extract {archive}: {e}") from e
+    return dest_path
+
+
+# --------------------------------------------------------------------------- public entry
+
+
+def fetch_iu_xray(
+    out_dir: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    files: Sequence[str | RemoteFile] | None = None,
+    extract: bool = False,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[FetchResult]:
+    """Download (and optionally extract) the IU X-Ray archives into ``out_dir``.
+
+    ``files`` selects archives by name (or passes :class:`RemoteFile` entries); the
+    default is all of :data:`IU_XRAY_FILES`. ``base_url`` defaults to
+    ``$EDGECAP_IU_XRAY_URL`` or the Open-i collection URL. Raises :class:`FetchError`
+    on a failed download or a checksum / size mismatch.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = resolve_base_url(base_url)
+    results: list[FetchResult] = []
+
+    for rf in _resolve_files(files):
+        final = out / rf.name
+        part = out / (rf.name + ".part")
+        result = _existing(rf, final, out)
+        if result is None:
+            result = _fetch_one(rf, base + rf.name, final, part, out,
+                                retries=retries, timeout=timeout, progress=progress)
+        if extract:
+            dest = out / rf.extract_subdir if rf.extract_subdir else out
+            log.info("extracting %s into %s", final, dest)
+            result.extracted_to = safe_extract(final, dest)
+        results.append(result)
+    return results
+
+
+def _existing(rf: RemoteFile, final: Path, out: Path) -> FetchResult | None:
+    """A FetchResult for an already complete, verified file; None if it must be fetched."""
+    if not final.is_file():
+        return None
+    size = final.stat().st_size
+    if rf.size is not None and size != rf.size:
+        log.warning("%s exists but has %d bytes, expected %d: downloading again", final, size, rf.size)
+        return None
+    digest = sha256_file(final)
+    if rf.sha256 is not None:
+        if digest != rf.sha256.lower():
+            log.warning("%s exists but its sha256 %s is not the expected %s: downloading again",
+                        final, digest, rf.sha256)
+            return None
+        verified: bool | None = True
+    else:
+        # No official checksum: trust it only if a previous size-checked download recorded it.
+        if _read_sums(out / SHA256SUMS_NAME).get(rf.name) != digest:
+            return None
+        verified = None
+    _write_sum(out, rf.name, digest)
+    return FetchResult(rf.name, final, size, digest, verified, 0, skipped=True)
+
+
+def _fetch_one(rf: RemoteFile, url: str, final: Path, part: Path, out: Path, *,
+               retries: int, timeout: float, progress: bool) -> FetchResult:
+    if final.is_file() and not part.exists() and rf.sha256 is None:
+        # Complete-looking file with nothing to check it against: let the server
+        # confirm its size via a Range request (416 or a 0-byte 206) instead of
+        # downloading it again.
+        os.replace(final, part)
+
+    for attempt in (1, 2):
+        had_part = part.exists()
+        kept, total = _download(url, part, name=rf.name, expected_size=rf.size,
+                                retries=retries, timeout=timeout, progress=progress)
+        size = part.stat().st_size
+        if total is not None and size != total:
+            part.unlink(missing_ok=True)
+            raise FetchError(f"{rf.name}: size mismatch: expected {total} bytes, got {size}")
+        digest = sha256_file(part)
+        if rf.sha256 is not None and digest != rf.sha256.lower():
+            part.unlink(missing_ok=True)
+            if had_part and kept and attempt == 1:
+                # The old .part may have come from another file version: start clean once.
+                log.warning("%s: resumed download failed sha256 check; downloading from zero", rf.name)
+                continue
+            raise FetchError(
+                f"{rf.name}: sha256 mismatch: expected {rf.sha256}, got {digest} "
+                f"({size} bytes from {url}); the bad file was deleted"
+            )
+        break
+
+    os.replace(part, final)
+    _write_sum(out, rf.name, digest)
+    verified = True if rf.sha256 is not None else None
+    if verified is None:
+        log.info("%s: sha256 %s (no published checksum; recorded in %s)",
+                 rf.name, digest, out / SHA256SUMS_NAME)
+    return FetchResult(rf.name, final, size, digest, verified, kept)

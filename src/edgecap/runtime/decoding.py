@@ -1,0 +1,161 @@
+"""The one decode loop: greedy and beam search over a step protocol.
+
+Both the Keras reference (training.keras_step) and every TFLite bundle (runtime interpreter) implement
+`StepModel`, so any difference between their reports comes from conversion alone, never from two loops.
+
+Shapes: N = attention positions (views x grid x grid), D = feature size, H = LSTM size, V = vocabulary,
+B = beams decoded together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class StepModel(Protocol):
+    """One decoder step: previous token and LSTM state + image features -> next-token logits."""
+
+    hidden_size: int
+
+    def step(
+        self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, features: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """tokens (B,) int32, h/c (B, H), features (N, D), mask (N,) 1 = real position, 0 = absent view
+        -> logits (B, V), h' (B, H), c' (B, H), attention (B, N)."""
+        ...
+
+
+@dataclass
+class Decoded:
+    ids: list[int]  # generated token ids, without <bos> and <eos>
+    attention: np.ndarray  # (len(ids), N): the attention weights that produced each token
+    logprob: float  # sum of log-probabilities of ids and the closing <eos>
+    steps: int  # decoder step calls (batch rows counted once per call)
+    finished: bool = True  # False when max_len was reached before <eos>
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    bos: int
+    eos: int
+    banned: tuple[int, ...]  # never generated: <pad>, <bos>, <unk>
+
+    @classmethod
+    def from_vocab(cls, vocab) -> "SpecialIds":
+        return cls(vocab.bos_id, vocab.eos_id, (vocab.pad_id, vocab.bos_id, vocab.unk_id))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: SpecialIds, max_len: int) -> Decoded:
+    """Most likely token at each step until <eos> or max_len tokens."""
+    h = np.zeros((1, model.hidden_size), np.float32)
+    c = np.zeros_like(h)
+    token = np.array([special.bos], np.int32)
+    ids, atts, logprob = [], [], 0.0
+    banned = list(special.banned)
+    for t in range(max_len + 1):
+        logits, h, c, att = model.step(token, h, c, features, mask)
+        logits = np.array(logits[0], np.float64)
+        logits[banned] = -np.inf
+        if t == max_len:  # out of room: only <eos> may follow
+            break
+        nxt = int(np.argmax(logits))
+        logprob += float(_log_softmax(logits)[nxt])
+        if nxt == special.eos:
+            return Decoded(ids, _stack(atts, mask), logprob, t + 1)
+        ids.append(nxt)
+        atts.append(att[0])
+        token = np.array([nxt], np.int32)
+    return Decoded(ids, _stack(atts, mask), logprob, max_len + 1, finished=False)
+
+
+def beam_search(
+    model: StepModel,
+    features: np.ndarray,
+    mask: np.ndarray,
+    special: SpecialIds,
+    max_len: int,
+    beam: int = 3,
+    block_trigrams: bool = True,
+) -> Decoded:
+    """Beam search (sum of log-probabilities, no length penalty) with R2Gen's trigram blocking: a token
+    that would repeat a trigram already in the hypothesis is not allowed. beam=1 equals greedy (when
+    trigram blocking does not trigger)."""
+    if beam < 1:
+        raise ValueError("beam must be >= 1")
+    hsz = model.hidden_size
+    # live hypotheses: parallel lists
+    scores = np.zeros(1)
+    seqs: list[list[int]] = [[]]
+    atts: list[list[np.ndarray]] = [[]]
+    h = np.zeros((1, hsz), np.float32)
+    c = np.zeros_like(h)
+    finished: list[tuple[float, list[int], list[np.ndarray]]] = []
+    steps = 0
+    for t in range(max_len + 1):
+        tokens = np.array([s[-1] if s else special.bos for s in seqs], np.int32)
+        logits, h, c, att = model.step(tokens, h, c, features, mask)
+        steps += 1
+        logp = _log_softmax(np.asarray(logits, np.float64))
+        logp[:, list(special.banned)] = -np.inf
+        if block_trigrams:
+            for b, s in enumerate(seqs):
+                for tok in _blocked_by_trigrams(s):
+                    logp[b, tok] = -np.inf
+        if t == max_len:  # out of room: every live hypothesis must end here
+            only_eos = np.full_like(logp, -np.inf)
+            only_eos[:, special.eos] = logp[:, special.eos]
+            logp = only_eos
+        cand = scores[:, None] + logp  # (B, V)
+        flat = np.argsort(-cand, axis=None)[: 2 * beam]
+        new_rows, new_scores, new_seqs, new_atts = [], [], [], []
+        for idx in flat:
+            b, tok = divmod(int(idx), cand.shape[1])
+            score = float(cand[b, tok])
+            if not np.isfinite(score):
+                break
+            if tok == special.eos:
+                finished.append((score, seqs[b], atts[b]))
+            else:
+                new_rows.append(b)
+                new_scores.append(score)
+                new_seqs.append(seqs[b] + [tok])
+                new_atts.append(atts[b] + [att[b]])
+            if len(new_rows) == beam:
+                break
+        best_finished = max((f[0] for f in finished), default=-np.inf)
+        if not new_rows or (len(finished) >= beam and best_finished >= max(new_scores)):
+            break
+        rows = np.array(new_rows)
+        scores, seqs, atts, h, c = np.array(new_scores), new_seqs, new_atts, h[rows], c[rows]
+    if finished:
+        score, ids, a = max(finished, key=lambda f: f[0])
+        return Decoded(ids, _stack(a, mask), score, steps)
+    return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0]), steps, finished=False)
+
+
+def _blocked_by_trigrams(seq: list[int]) -> set[int]:
+    """Tokens that would complete a trigram already present in seq."""
+    if len(seq) < 3:
+        return set()
+    prefix = (seq[-2], seq[-1])
+    return {seq[i + 2] for i in range(len(seq) - 2) if (seq[i], seq[i + 1]) == prefix}
+
+
+def _stack(atts: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    return np.stack(atts).astype(np.float32) if atts else np.zeros((0, len(mask)), np.float32)
+
+
+def decode(model: StepModel, features, mask, special: SpecialIds, max_len: int, beam: int = 1) -> Decoded:
+    """beam == 1: greedy; beam > 1: beam search with trigram blocking."""
+    if beam == 1:
+        return greedy(model, features, mask, special, max_len)
+    return beam_search(model, features, mask, special, max_len, beam=beam)

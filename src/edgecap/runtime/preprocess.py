@@ -1,0 +1,98 @@
+"""The one image contract: file or array -> model input. Used by training, conversion, bench, app and API.
+
+    read_image      bytes/path/array -> array as stored: (H, W) or (H, W, 3) RGB, uint8 or uint16
+    to_gray         -> float32 (H, W) in [0, 1]; 16-bit images are min-max stretched (their real bit
+                       depth, 10/12/16, is not recorded in a PNG), 8-bit images are divided by 255
+    resize_square   -> float32 (S, S): a plain resize (no crop, no letterbox), INTER_AREA when shrinking
+    normalize       -> float32 (S, S, 3): (255 * gray - mean) / std, replicated to 3 channels because the
+                       ImageNet encoder expects RGB
+    prepare         = normalize(resize_square(to_gray(image)))
+
+Training inserts augmentation (training.augment) between resize_square and normalize; nothing else differs.
+Device-safe: numpy + OpenCV only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+cv2.setNumThreads(1)  # predictable latency on small devices; batch parallelism happens above this layer
+
+
+class ImageError(ValueError):
+    """An input that cannot be read as an image (missing, empty, corrupt, unsupported)."""
+
+
+def read_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
+    """Decode PNG (8- or 16-bit), JPEG, BMP or TIFF. Returns (H, W) or (H, W, 3) RGB, uint8 or uint16."""
+    if isinstance(source, np.ndarray):
+        return _check_array(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<bytes>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file")
+        data, name = path.read_bytes(), str(path)
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+    if image.ndim == 3:
+        if image.shape[2] == 4:
+            image = image[:, :, :3]
+        image = image[:, :, ::-1]  # OpenCV decodes BGR
+    return _check_array(image)
+
+
+def _check_array(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if min(image.shape[:2]) < 8:
+        raise ImageError(f"image too small: {image.shape[1]}x{image.shape[0]} pixels")
+    return image
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W[, 3]) uint8 / uint16 / float -> float32 (H, W) in [0, 1]."""
+    image = _check_array(image)
+    dtype = image.dtype
+    x = image.astype(np.float32)
+    if x.ndim == 3:  # ITU-R 601 luma, as cv2.COLOR_RGB2GRAY; X-rays stored as RGB have 3 equal channels
+        x = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    if dtype == np.uint8:
+        return x / 255.0
+    if dtype.kind == "f" and x.min() >= 0.0 and x.max() <= 1.0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """float32 (H, W) -> float32 (size, size); INTER_AREA when shrinking (no aliasing), linear otherwise."""
+    h, w = gray.shape
+    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+    return cv2.resize(gray, (size, size), interpolation=interp)
+
+
+def normalize(gray: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """float32 (S, S) in [0, 1] -> float32 (S, S, 3) model input."""
+    x = (gray * 255.0 - mean) / std
+    return np.repeat(x[:, :, None], 3, axis=2).astype(np.float32)
+
+
+def prepare(image: np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
+    """Decoded image (any size, gray or RGB, 8/16-bit) -> float32 (size, size, 3) model input."""
+    return normalize(resize_square(to_gray(image), size), mean, std)
+
+
+def load(source: str | Path | bytes | np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
+    return prepare(read_image(source), size, mean, std)

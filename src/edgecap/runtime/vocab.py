@@ -1,0 +1,76 @@
+"""Vocabulary: token <-> id, saved as JSON (never a pickled object) in every run and bundle.
+
+Ids 0..3 are the specials <pad>, <bos>, <eos>, <unk>; then training tokens seen at least `min_count`
+times, most frequent first (ties alphabetical), so the same training text always gives the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from edgecap.runtime.text import render_report, tokenize
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+FORMAT = "edgecap-vocab/1"
+
+
+class Vocabulary:
+    def __init__(self, tokens: list[str], counts: dict[str, int] | None = None, min_count: int = 1):
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with {SPECIALS}")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("vocabulary has duplicate tokens")
+        self.tokens = list(tokens)
+        self.counts = dict(counts or {})
+        self.min_count = min_count
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(4)
+
+    @classmethod
+    def build(cls, cleaned_reports: Iterable[str], min_count: int = 3) -> "Vocabulary":
+        """From cleaned training reports (see runtime.text.clean_report)."""
+        counts = Counter(tok for report in cleaned_reports for tok in tokenize(report))
+        kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+        kept = [t for t in kept if t not in SPECIALS]
+        return cls(list(SPECIALS) + kept, {t: counts[t] for t in kept}, min_count)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, cleaned: str, max_len: int | None = None) -> list[int]:
+        """Cleaned report -> ids (no <bos>/<eos>), unknown words -> <unk>, cut to max_len."""
+        ids = [self.index.get(t, self.unk_id) for t in tokenize(cleaned)]
+        return ids[:max_len] if max_len is not None else ids
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> tokens, stopping at <eos> and skipping <pad>/<bos>."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i in (self.pad_id, self.bos_id):
+                continue
+            out.append(self.tokens[i] if 0 <= i < len(self.tokens) else UNK)
+        return out
+
+    def render(self, ids: Iterable[int]) -> str:
+        return render_report(self.decode(ids))
+
+    # ---- JSON ----------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "min_count": self.min_count, "tokens": self.tokens, "counts": self.counts}
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocabulary":
+        d = json.loads(Path(path).read_text())
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an edgecap vocabulary (format {d.get('format')!r})")
+        return cls(d["tokens"], d.get("counts"), d.get("min_count", 1))

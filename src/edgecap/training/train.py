@@ -1,0 +1,413 @@
+"""`edgecap train`: data folder -> run directory (see training.run_dir).
+
+    python -m edgecap.cli train --data DATA --out runs/NAME --config edge
+
+One loop for every setting: a tf.distribute strategy (the default one, or MirroredStrategy for several
+GPUs / logical devices) runs the step; frozen encoders train on cached CNN maps (training.features),
+trainable ones on images augmented per epoch. After every epoch the run directory holds a resume point;
+running the same command again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecap.config import Config
+from edgecap.data import iu_xray, splits
+from edgecap.runtime.text import clean_report
+from edgecap.runtime.vocab import Vocabulary
+from edgecap.training.dataset import Example, load_gray, make_examples, readable, token_arrays, view_mask
+from edgecap.training.run_dir import RunDir
+
+HISTORY_FIELDS = ("phase", "epoch", "train_loss", "val_loss", "val_token_acc", "val_perplexity", "seconds")
+
+
+class TrainError(RuntimeError):
+    """Training cannot start (no usable data, inconsistent run directory)."""
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    epochs_done: int
+    best_epoch: int
+    best_val_loss: float
+    seconds_per_epoch: float
+    text_val_perplexity: float | None
+    val_source: str
+    n_train: int
+    n_val: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def configure_logical_cpus(n: int) -> None:
+    """Split the CPU into n logical devices (before TensorFlow initialises them), so MirroredStrategy can
+    be exercised on a machine without GPUs."""
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    raise TrainError(f"unknown strategy {name!r}: default or mirrored")
+
+
+def prepare_run(data: Path, out: Path, cfg: Config, split_mode: str, log: Callable) -> tuple[Config, Vocabulary, iu_xray.Dataset]:
+    """Fresh run: split, vocabulary, config written. Existing run: everything read back (cfg epochs may grow)."""
+    rd = RunDir(out)
+    ds = iu_xray.load(data)
+    if rd.exists():
+        saved = rd.load_config()
+        if saved.model_hash() != cfg.model_hash() and cfg.name != saved.name:
+            log(f"resuming {out}: using its saved config ({saved.name}), not --config {cfg.name}")
+        saved.train.epochs = cfg.train.epochs
+        saved.train.pretrain_text_epochs = max(saved.train.pretrain_text_epochs, cfg.train.pretrain_text_epochs)
+        cfg = saved
+        split_of = rd.load_split()["splits"]
+        for s in ds.studies:
+            s.split = split_of.get(s.uid)
+        return cfg, rd.load_vocab(), ds
+    splits.ensure_split(ds, split_mode, cfg.train.seed, cfg.train.val_fraction, cfg.train.test_fraction)
+    train_texts = [clean_report(s.text(cfg.text.section), cfg.text.xxxx) for s in splits.studies_in(ds, "train")]
+    vocab = Vocabulary.build([t for t in train_texts if t], cfg.text.min_count)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(rd.config)
+    vocab.save(rd.vocab)
+    rd.split.write_text(json.dumps({"source": ds.split_source, "layout": ds.layout, "data": str(Path(data).resolve()),
+                                    "splits": {s.uid: s.split for s in ds.studies}}, indent=0) + "\n")
+    return cfg, vocab, ds
+
+
+class Trainer:
+    """Holds model, optimizer and compiled steps for one run."""
+
+    def __init__(self, cfg: Config, vocab: Vocabulary, strategy, log: Callable, embedding_init=None):
+        import keras
+        import tensorflow as tf
+
+        from edgecap.training.model import CaptionModel, masked_token_loss
+
+        self.cfg, self.vocab, self.strategy, self.log = cfg, vocab, strategy, log
+        with strategy.scope():
+            self.model = CaptionModel(cfg, len(vocab), embedding_init)
+            self.optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clip_norm)
+            self.optimizer.build(self.model.trainable_variables)
+        model, opt = self.model, self.optimizer
+        n = cfg.max_views * model.positions
+        d = cfg.encoder.feature_dim
+
+        def forward(b, training):
+            if "x" in b:
+                logits, _ = model({"x": b["x"], "view_mask": b["view_mask"], "tokens": b["tokens"]}, training=training)
+            else:  # text only: no image memory, the decoder is a language model
+                zeros = tf.zeros((tf.shape(b["tokens"])[0], n, d))
+                logits, _ = model.decoder.unroll(b["tokens"], zeros, zeros[:, :, 0], training=training)
+            return logits
+
+        def train_replica(b, global_batch):
+            with tf.GradientTape() as tape:
+                per_ex = masked_token_loss(b["targets"], forward(b, True))
+                loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        def eval_replica(b):
+            logits = forward(b, False)
+            t = b["targets"]
+            ce = keras.losses.sparse_categorical_crossentropy(t, logits, from_logits=True)
+            w = tf.cast(tf.not_equal(t, 0), tf.float32)
+            hit = tf.cast(tf.equal(tf.cast(tf.argmax(logits, -1), t.dtype), t), tf.float32) * w
+            per_ex = tf.reduce_sum(ce * w, 1) / tf.maximum(tf.reduce_sum(w, 1), 1.0)
+            return tf.reduce_sum(per_ex), tf.reduce_sum(ce * w), tf.reduce_sum(hit), tf.reduce_sum(w), tf.cast(tf.shape(t)[0], tf.float32)
+
+        sum_ = tf.distribute.ReduceOp.SUM
+
+        @tf.function(reduce_retracing=True)
+        def train_step(batch, global_batch):
+            return strategy.reduce(sum_, strategy.run(train_replica, args=(batch, global_batch)), axis=None)
+
+        @tf.function(reduce_retracing=True)
+        def eval_step(batch):
+            out = strategy.run(eval_replica, args=(batch,))
+            return [strategy.reduce(sum_, o, axis=None) for o in out]
+
+        self.train_step, self.eval_step = train_step, eval_step
+
+    # ---- batches --------------------------------------------------------------------------------
+    def dataset(self, arrays: dict[str, np.ndarray] | Callable, n: int, batch: int, shuffle_seed: int | None):
+        """arrays: dict of aligned numpy arrays, or a function(indices) -> dict (images loaded lazily)."""
+        import tensorflow as tf
+
+        order = np.arange(n)
+        if shuffle_seed is not None:
+            order = np.random.default_rng(shuffle_seed).permutation(n)
+        chunks = [order[i:i + batch] for i in range(0, n, batch)]
+        first = arrays(chunks[0]) if callable(arrays) else {k: v[chunks[0]] for k, v in arrays.items()}
+        sig = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype)) for k, v in first.items()}
+
+        def gen():
+            for idx in chunks:
+                yield arrays(idx) if callable(arrays) else {k: v[idx] for k, v in arrays.items()}
+
+        ds = tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
+        return self.strategy.experimental_distribute_dataset(ds), len(chunks)
+
+    def run_epoch(self, arrays, n, seed, progress, desc) -> float:
+        from tqdm import tqdm
+
+        bs = self.cfg.train.batch_size
+        dist, steps = self.dataset(arrays, n, bs, seed)
+        total = 0.0
+        with tqdm(dist, total=steps, desc=desc, disable=not progress, unit="batch", leave=False) as bar:
+            for i, b in enumerate(bar):
+                loss = float(self.train_step(b, bs))
+                total += loss
+                bar.set_postfix(loss=f"{total / (i + 1):.3f}")
+        return total / max(steps, 1)
+
+    def evaluate(self, arrays, n) -> dict[str, float]:
+        dist, _ = self.dataset(arrays, n, self.cfg.train.batch_size, None)
+        acc = np.zeros(5)
+        for b in dist:
+            acc += np.array([float(v) for v in self.eval_step(b)])
+        per_ex_sum, nll, hits, tokens, count = acc
+        return {"val_loss": per_ex_sum / max(count, 1), "val_token_acc": hits / max(tokens, 1),
+                "val_perplexity": math.exp(nll / max(tokens, 1))}
+
+    # ---- resume ---------------------------------------------------------------------------------
+    def save_resume(self, rd: RunDir, state: dict) -> None:
+        self.model.save_weights(rd.last)
+        np.savez(rd.optimizer, *[np.asarray(v) for v in self.optimizer.variables])
+        rd.state.write_text(json.dumps(state, indent=1) + "\n")
+
+    def load_resume(self, rd: RunDir) -> dict:
+        self.model.load_weights(rd.last)
+        with np.load(rd.optimizer) as z:
+            values = [z[f"arr_{i}"] for i in range(len(z.files))]
+        if len(values) != len(self.optimizer.variables):
+            raise TrainError(f"{rd.optimizer}: optimizer state does not match the model")
+        for var, val in zip(self.optimizer.variables, values):
+            var.assign(val)
+        return rd.load_state()
+
+
+def _text_arrays(examples: list[Example], vocab: Vocabulary, max_len: int) -> dict[str, np.ndarray]:
+    tokens, targets = token_arrays(examples, vocab, max_len)
+    return {"tokens": tokens, "targets": targets}
+
+
+def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool = False, strategy: str = "default",
+          split_mode: str = "auto", progress: bool = True, cache_dir: Path | None = None,
+          log: Callable = print) -> TrainResult:
+    import keras
+
+    data, out = Path(data), Path(out)
+    if pretrain_text and cfg.train.pretrain_text_epochs == 0:
+        cfg.train.pretrain_text_epochs = max(1, cfg.train.epochs // 2)
+    cfg, vocab, ds = prepare_run(data, out, cfg, split_mode, log)
+    rd = RunDir(out)
+    keras.utils.set_random_seed(cfg.train.seed)
+    warnings: list[str] = []
+
+    train_studies, val_studies = splits.studies_in(ds, "train"), splits.studies_in(ds, "val")
+    train_ex, bad1 = readable(make_examples(train_studies, vocab, cfg), cfg.image.size)
+    val_ex, bad2 = readable(make_examples(val_studies, vocab, cfg), cfg.image.size)
+    for msg in bad1 + bad2:
+        warnings.append(f"skipped unreadable image: {msg}")
+    if not train_ex:
+        raise TrainError(f"{data}: no training study has both a report ({cfg.text.section}) and a readable image")
+    val_source = "val"
+    if not val_ex:
+        val_ex, val_source = train_ex, "train"
+        warnings.append("the validation split has no study with images here: validating on the training studies "
+                        "(the figures measure fit, not generalisation)")
+    for w in warnings:
+        log(f"warning: {w}")
+
+    embedding_init = None
+    if cfg.decoder.glove:
+        from edgecap.training.glove import glove_matrix
+
+        embedding_init, coverage = glove_matrix(vocab, cfg.decoder.embed_dim, cfg.train.seed)
+        log(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab) - 4} vocabulary words")
+    strat = make_strategy(strategy)
+    log(f"strategy: {type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
+        f"{len(train_ex)} training studies with images, {len(val_ex)} for validation ({val_source})")
+    trainer = Trainer(cfg, vocab, strat, log, embedding_init)
+
+    state = {"text_epochs_done": 0, "epochs_done": 0, "best_val_loss": None, "best_epoch": 0, "text_val_perplexity": None}
+    history: list[dict] = []
+    if rd.state.is_file() and rd.last.is_file():
+        state = trainer.load_resume(rd)
+        history = _read_history(rd.history)
+        log(f"resuming {out} after {state['text_epochs_done']} text and {state['epochs_done']} image epochs")
+
+    # ---- phase 1: decoder as a language model on all training-split report text ------------------
+    if state["text_epochs_done"] < cfg.train.pretrain_text_epochs:
+        text_train = make_examples(train_studies, vocab, cfg, need_images=False)
+        text_val = make_examples(val_studies, vocab, cfg, need_images=False) or text_train
+        tr, va = _text_arrays(text_train, vocab, cfg.text.max_len), _text_arrays(text_val, vocab, cfg.text.max_len)
+        log(f"text pre-training on {len(text_train)} training reports, perplexity on {len(text_val)} validation reports")
+        for epoch in range(state["text_epochs_done"] + 1, cfg.train.pretrain_text_epochs + 1):
+            t0 = time.time()
+            loss = trainer.run_epoch(tr, len(text_train), cfg.train.seed + 10_000 + epoch, progress, f"text {epoch}")
+            m = trainer.evaluate(va, len(text_val))
+            row = {"phase": "text", "epoch": epoch, "train_loss": loss, **m, "seconds": time.time() - t0}
+            history.append(row)
+            state.update(text_epochs_done=epoch, text_val_perplexity=m["val_perplexity"])
+            log(f"text epoch {epoch}: loss {loss:.3f}  val perplexity {m['val_perplexity']:.2f}")
+            trainer.save_resume(rd, state)
+            _write_history(rd.history, history)
+
+    # ---- phase 2: image-conditioned training ----------------------------------------------------
+    get_train, get_val = _image_inputs(trainer, cfg, vocab, train_ex, val_ex, progress, cache_dir)
+    for epoch in range(state["epochs_done"] + 1, cfg.train.epochs + 1):
+        t0 = time.time()
+        loss = trainer.run_epoch(get_train(epoch), len(train_ex), cfg.train.seed + epoch, progress, f"epoch {epoch}")
+        m = trainer.evaluate(get_val(), len(val_ex))
+        row = {"phase": "image", "epoch": epoch, "train_loss": loss, **m, "seconds": time.time() - t0}
+        history.append(row)
+        improved = state["best_val_loss"] is None or m["val_loss"] < state["best_val_loss"]
+        if improved:
+            trainer.model.save_weights(rd.best)
+            state.update(best_val_loss=m["val_loss"], best_epoch=epoch)
+        state["epochs_done"] = epoch
+        trainer.save_resume(rd, state)
+        _write_history(rd.history, history)
+        log(f"epoch {epoch}/{cfg.train.epochs}: loss {loss:.3f}  val loss {m['val_loss']:.3f}  "
+            f"val token acc {m['val_token_acc']:.3f}  {row['seconds']:.1f}s{'  *best' if improved else ''}")
+        patience = cfg.train.early_stop_patience
+        if patience and epoch - state["best_epoch"] >= patience:
+            log(f"early stop: no validation improvement for {patience} epochs")
+            break
+    plot_curves(history, rd.curves)
+    image_rows = [r for r in history if r["phase"] == "image"]
+    return TrainResult(
+        run=out, epochs_done=state["epochs_done"], best_epoch=state["best_epoch"],
+        best_val_loss=state["best_val_loss"] if state["best_val_loss"] is not None else float("nan"),
+        seconds_per_epoch=float(np.mean([r["seconds"] for r in image_rows])) if image_rows else float("nan"),
+        text_val_perplexity=state["text_val_perplexity"], val_source=val_source,
+        n_train=len(train_ex), n_val=len(val_ex), warnings=warnings,
+    )
+
+
+def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, val_ex, progress, cache_dir):
+    """-> (get_train(epoch) -> arrays or loader, get_val() -> arrays or loader)."""
+    from edgecap.runtime.preprocess import normalize
+    from edgecap.training.augment import AugmentConfig, augment
+
+    v = cfg.max_views
+    tr_tok, tr_tgt = token_arrays(train_ex, vocab, cfg.text.max_len)
+    va_tok, va_tgt = token_arrays(val_ex, vocab, cfg.text.max_len)
+    tr_mask, va_mask = view_mask(train_ex, v), view_mask(val_ex, v)
+
+    if not cfg.encoder.trainable:
+        from edgecap.training.features import MapCache
+
+        cache = MapCache(trainer.model.cnn, cfg, cache_dir)
+        variants = cfg.train.feature_variants if cfg.train.augment else 1
+        cache.ensure(sorted({p for ex in train_ex for p in ex.views if p}), variants, progress)
+        cache.ensure(sorted({p for ex in val_ex for p in ex.views if p}), 1, progress)
+        p, c = trainer.model.positions, trainer.model.map_channels
+
+        def maps(examples, idx, rng):
+            x = np.zeros((len(idx), v, p, c), np.float16)
+            for row, i in enumerate(idx):
+                for j, path in enumerate(examples[i].views):
+                    if path:
+                        x[row, j] = cache.get(path, int(rng.integers(variants)) if rng is not None else 0)
+            return x
+
+        def get_train(epoch):
+            rng = np.random.default_rng(cfg.train.seed * 1000 + epoch)
+            return lambda idx: {"x": maps(train_ex, idx, rng), "view_mask": tr_mask[idx], "tokens": tr_tok[idx],
+                                "targets": tr_tgt[idx]}
+
+        def get_val():
+            return lambda idx: {"x": maps(val_ex, idx, None), "view_mask": va_mask[idx], "tokens": va_tok[idx],
+                                "targets": va_tgt[idx]}
+
+        return get_train, get_val
+
+    size = cfg.image.size
+    grays = {p: load_gray(p, size) for ex in train_ex + val_ex for p in ex.views if p}  # (S, S) each, small
+    aug = AugmentConfig(clahe=cfg.train.clahe)
+
+    def images(examples, idx, rng):
+        x = np.zeros((len(idx), v, size, size, 3), np.float32)
+        for row, i in enumerate(idx):
+            for j, path in enumerate(examples[i].views):
+                if path:
+                    g = augment(grays[path], rng, aug) if rng is not None else grays[path]
+                    x[row, j] = normalize(g, cfg.image.mean, cfg.image.std)
+        return x
+
+    def get_train(epoch):
+        rng = np.random.default_rng(cfg.train.seed * 1000 + epoch) if cfg.train.augment else None
+        return lambda idx: {"x": images(train_ex, idx, rng), "view_mask": tr_mask[idx], "tokens": tr_tok[idx],
+                            "targets": tr_tgt[idx]}
+
+    def get_val():
+        return lambda idx: {"x": images(val_ex, idx, None), "view_mask": va_mask[idx], "tokens": va_tok[idx],
+                            "targets": va_tgt[idx]}
+
+    return get_train, get_val
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, HISTORY_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in HISTORY_FIELDS})
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (v if k == "phase" else float(v) if "." in v or "e" in v else int(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss per epoch (text pre-training and image training), validation token accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for phase, style in (("text", "--"), ("image", "-")):
+        rows = [r for r in history if r["phase"] == phase]
+        if rows:
+            ep = [r["epoch"] for r in rows]
+            a1.plot(ep, [r["train_loss"] for r in rows], style, label=f"{phase} train")
+            a1.plot(ep, [r["val_loss"] for r in rows], style, label=f"{phase} val")
+            a2.plot(ep, [r["val_token_acc"] for r in rows], style, label=f"{phase} val")
+    a1.set(xlabel="epoch", ylabel="cross-entropy per token", title="loss")
+    a2.set(xlabel="epoch", ylabel="teacher-forced token accuracy", title="validation accuracy")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,108 @@
+"""Training on the real sample: the path learns (overfit), resumes, pre-trains on text, runs mirrored.
+
+The overfit run trains the tiny config on every local study with images and findings (10 real studies: 9
+Open-i ones and uid 1001 from the Kaggle folder; uid 2779 has no findings) and must reproduce them. It proves the training path learns; it says
+nothing about quality on the full data set.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecap.config import Config
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+
+def overfit_config() -> Config:
+    cfg = Config.preset("tiny")
+    cfg.train.epochs = 120
+    cfg.train.batch_size = 4
+    cfg.train.learning_rate = 6e-3
+    cfg.train.augment = False  # memorise exactly: this is a test of the learning path, not of generalisation
+    cfg.train.val_fraction = cfg.train.test_fraction = 0.0  # every study is a training study
+    cfg.decoder.dropout = 0.0
+    cfg.text.min_count = 1  # every word of the sample reports is in the vocabulary
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def overfit_run(iu_data, tmp_path_factory, cache_dir):
+    from edgecap.training.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "overfit"
+    result = train(iu_data, out, overfit_config(), split_mode="random", progress=False, log=lambda *a: None)
+    return out, result
+
+
+def test_overfit_reproduces_findings(overfit_run, iu_data):
+    from edgecap.data import iu_xray
+    from edgecap.evaluation.nlg import nlg_scores
+    from edgecap.training.dataset import make_examples
+    from edgecap.training.generate import ReportGenerator
+    from edgecap.training.run_dir import load_model
+
+    out, result = overfit_run
+    assert result.epochs_done == 120 and result.n_train == 10
+    cfg, vocab, model = load_model(out)
+    examples = make_examples(iu_xray.load(iu_data).studies, vocab, cfg)
+    assert len(examples) == 10
+    gen = ReportGenerator(cfg, vocab, model)
+    refs = {ex.uid: ex.text for ex in examples}
+    hyps = {ex.uid: gen(ex.uid, ex.views, beam=1).text for ex in examples}
+    scores = nlg_scores(refs, hyps, meteor=False, tokenize=False)
+    assert scores["bleu4"] >= 0.9, (scores, hyps)
+    assert len(set(hyps.values())) == len(hyps), "the same report for different images"
+
+
+def test_run_directory_is_self_contained(overfit_run):
+    from edgecap.training.run_dir import RunDir
+
+    out, _ = overfit_run
+    rd = RunDir(out)
+    for p in (rd.config, rd.vocab, rd.split, rd.best, rd.last, rd.optimizer, rd.state, rd.history, rd.curves):
+        assert p.is_file(), p
+    cfg = rd.load_config()
+    assert cfg.to_dict() == overfit_config().to_dict()
+    lines = rd.history.read_text().splitlines()
+    assert lines[0].startswith("phase,epoch,train_loss,val_loss") and len(lines) == 121
+    assert rd.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_and_text_pretraining(iu_data, tmp_path, cache_dir):
+    from edgecap.training.run_dir import RunDir
+    from edgecap.training.train import train
+
+    cfg = Config.preset("tiny")
+    cfg.train.epochs, cfg.train.pretrain_text_epochs, cfg.train.batch_size = 1, 1, 64
+    out = tmp_path / "run"
+    first = train(iu_data, out, cfg, progress=False, log=lambda *a: None)
+    assert first.epochs_done == 1 and first.text_val_perplexity is not None
+    vocab_size = len(RunDir(out).load_vocab())
+    # a language model that learned anything is far better than uniform guessing over the vocabulary
+    assert 1.0 < first.text_val_perplexity < vocab_size / 4
+    state1 = RunDir(out).load_state()
+    cfg.train.epochs = 2
+    lines = []
+    second = train(iu_data, out, cfg, progress=False, log=lines.append)
+    assert any(l.startswith("resuming") for l in lines)
+    assert second.epochs_done == 2 and RunDir(out).load_state()["text_epochs_done"] == 1
+    phases = [row.split(",")[0] for row in RunDir(out).history.read_text().splitlines()[1:]]
+    assert phases == ["text", "image", "image"]
+    assert state1["epochs_done"] == 1
+
+
+def test_mirrored_strategy_on_two_logical_cpus(iu_data, tmp_path, cache_dir):
+    env = dict(os.environ, EDGECAP_CACHE=str(cache_dir))
+    cmd = [sys.executable, "-m", "edgecap.cli", "train", "--data", str(iu_data), "--out", str(tmp_path / "m"),
+           "--config", "tiny", "--epochs", "1", "--batch-size", "4", "--strategy", "mirrored", "--logical-cpus", "2",
+           "--no-progress"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in p.stdout
+    assert (tmp_path / "m" / "best.weights.h5").is_file()
