@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray"
@@ -25,3 +26,15 @@ def cache_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("edgecap_cache")
     os.environ["EDGECAP_CACHE"] = str(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def overfit_run(iu_data, tmp_path_factory, cache_dir):
+    """The demo settings (training.demo.demo_config: tiny model, no augmentation, every study trains, 120
+    epochs) on the shared sample: memorising 10 real studies is the test that the training path learns."""
+    from edgecap.training.demo import demo_config
+    from edgecap.training.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "overfit"
+    result = train(iu_data, out, demo_config(), split_mode="random", progress=False, log=lambda *a: None)
+    return out, result

@@ -60,6 +60,15 @@ def test_trigram_blocking():
     assert unblocked.ids == [4, 5] * 10
 
 
+def test_trigram_blocking_spares_sentence_separator():
+    # ". 4 5" opens two sentences: allowed; 6 is the separator "."
+    special = SpecialIds(BOS, EOS, (PAD, BOS, UNK), sep=6)
+    m = TableStep({BOS: {4: 1.0}, 4: {5: 1.0}, 5: {6: 0.999, EOS: 0.001}, 6: {4: 0.6, EOS: 0.4}})
+    b = beam_search(m, FEATS, MASK, special, 20, beam=1, block_trigrams=True)
+    assert b.ids[:6] == [4, 5, 6, 4, 5, 6]  # "4 5 ." twice: separator trigrams are not blocked
+    assert beam_search(m, FEATS, MASK, SPECIAL, 20, beam=1).ids == [4, 5, 6, 4, 5]  # without sep: blocked
+
+
 def test_max_len_forces_end():
     m = TableStep({BOS: {4: 1.0}, 4: {4: 0.99, EOS: 0.01}})
     g = greedy(m, FEATS, MASK, SPECIAL, max_len=5)

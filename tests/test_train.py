@@ -19,27 +19,6 @@ from edgecap.config import Config
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 
-def overfit_config() -> Config:
-    cfg = Config.preset("tiny")
-    cfg.train.epochs = 120
-    cfg.train.batch_size = 4
-    cfg.train.learning_rate = 6e-3
-    cfg.train.augment = False  # memorise exactly: this is a test of the learning path, not of generalisation
-    cfg.train.val_fraction = cfg.train.test_fraction = 0.0  # every study is a training study
-    cfg.decoder.dropout = 0.0
-    cfg.text.min_count = 1  # every word of the sample reports is in the vocabulary
-    return cfg
-
-
-@pytest.fixture(scope="session")
-def overfit_run(iu_data, tmp_path_factory, cache_dir):
-    from edgecap.training.train import train
-
-    out = tmp_path_factory.mktemp("runs") / "overfit"
-    result = train(iu_data, out, overfit_config(), split_mode="random", progress=False, log=lambda *a: None)
-    return out, result
-
-
 def test_overfit_reproduces_findings(overfit_run, iu_data):
     from edgecap.data import iu_xray
     from edgecap.evaluation.nlg import nlg_scores
@@ -68,7 +47,9 @@ def test_run_directory_is_self_contained(overfit_run):
     for p in (rd.config, rd.vocab, rd.split, rd.best, rd.last, rd.optimizer, rd.state, rd.history, rd.curves):
         assert p.is_file(), p
     cfg = rd.load_config()
-    assert cfg.to_dict() == overfit_config().to_dict()
+    from edgecap.training.demo import demo_config
+
+    assert cfg.to_dict() == demo_config().to_dict()
     lines = rd.history.read_text().splitlines()
     assert lines[0].startswith("phase,epoch,train_loss,val_loss") and len(lines) == 121
     assert rd.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -106,3 +87,25 @@ def test_mirrored_strategy_on_two_logical_cpus(iu_data, tmp_path, cache_dir):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in p.stdout
     assert (tmp_path / "m" / "best.weights.h5").is_file()
+
+
+def test_edge_config_trains_on_cached_imagenet_features(iu_data, tmp_path, cache_dir):
+    """The product config: frozen EfficientNet-Lite0 (ImageNet), cached augmented feature maps, GloVe."""
+    from edgecap.training.features import MapCache
+    from edgecap.training.run_dir import load_model
+    from edgecap.training.train import train
+
+    cfg = Config.preset("edge")
+    cfg.train.epochs, cfg.train.feature_variants = 1, 2
+    lines = []
+    r = train(iu_data, tmp_path / "edge", cfg, progress=False, log=lines.append)
+    assert r.epochs_done == 1 and np.isfinite(r.best_val_loss)
+    assert any(l.startswith("GloVe 6B 50d covers") for l in lines)
+    cfg2, vocab, model = load_model(tmp_path / "edge")
+    assert model.positions == 49 and model.map_channels == 1280
+    cache = MapCache(model.cnn, cfg2)
+    files = sorted(cache.dir.glob("*.npy"))
+    variants = {f.stem.rsplit("_", 1)[1] for f in files}
+    assert variants == {"0", "1"} and len(files) >= 2 * r.n_train  # plain + augmented map of each training image
+    m = np.load(files[0])
+    assert m.shape == (49, 1280) and m.dtype == np.float16 and np.isfinite(m.astype(np.float32)).all()

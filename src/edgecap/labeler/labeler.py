@@ -15,7 +15,7 @@ All vocabulary lives in the JSON files under ``rules/``:
 * ``no_finding.json``: the No Finding rule and the "other findings" that also rule it out.
 
 Pipeline, per report: lower-case and neutralise the IU X-Ray ``XXXX`` anonymisation tokens; find every
-trigger and mention with one compiled regex per category over the whole text; split the text into
+trigger and mention in one regex pass (each phrase list compiled as a character trie); split the text into
 sentences and clauses; decide for each mention whether a trigger of the same clause has it in scope
 (longest trigger wins where triggers overlap, so "cannot exclude" is uncertainty and not the negation
 "not"; negation wins over uncertainty, as in the CheXpert labeler); aggregate mentions per observation
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -60,26 +61,6 @@ _SPACE_RE = re.compile(r"[ \t\r\f\v]+")
 
 
 # --------------------------------------------------------------------------- phrase compilation
-def phrase_pattern(phrase: str) -> str:
-    """Regex source for one rule phrase.
-
-    Words are separated by spaces in the rule files; in text a separator is any run of spaces, hyphens
-    or slashes ("plate-like", "and/or"). A word ending in ``*`` matches any word starting with it.
-    Phrases are matched on word boundaries.
-    """
-    words = phrase.strip().lower().split()
-    if not words:
-        raise ValueError("empty phrase in labeler rules")
-    parts = []
-    for w in words:
-        if w.endswith("*"):
-            parts.append(re.escape(w[:-1]) + r"\w*")
-        else:
-            parts.append(re.escape(w))
-    body = r"(?:[\s\-/]+)".join(parts)
-    return r"(?<![\w])" + body + r"(?![\w])"
-
-
 _SEP = r"[\s\-/]+"
 
 
@@ -110,7 +91,8 @@ def _trie_regex(node: dict) -> str:
     return "(?:%s)?" % body if end else body
 
 
-_PHRASES: dict[int, tuple[str, ...]] = {}  # id(compiled regex) -> its phrases (for the merged guard)
+# compiled regex -> its phrases (used to build the merged guard of _MultiMatcher)
+_PHRASES: "weakref.WeakKeyDictionary[re.Pattern, tuple[str, ...]]" = weakref.WeakKeyDictionary()
 
 
 def compile_phrases(phrases: Iterable[str]) -> Optional[re.Pattern]:
@@ -128,7 +110,7 @@ def compile_phrases(phrases: Iterable[str]) -> Optional[re.Pattern]:
             node = node.setdefault(tok, {})
         node[""] = {}
     rx = re.compile(r"(?<![\w])" + _trie_regex(trie) + r"(?![\w])")
-    _PHRASES[id(rx)] = tuple(uniq)
+    _PHRASES[rx] = tuple(uniq)
     return rx
 
 
@@ -152,11 +134,10 @@ class _MultiMatcher:
             self.patterns.append(rx)
         body = "".join("(?:(?=(%s))|)" % rx.pattern[len(_PREFIX):] for rx in self.patterns)
         # guard: one merged trie of every phrase, so that words starting no phrase are skipped in C
-        self._phrases = sorted({p for rx in self.patterns for p in _PHRASES.get(id(rx), ())})
+        self._phrases = sorted({p for rx in self.patterns for p in _PHRASES.get(rx, ())})
         guard = compile_phrases(self._phrases) if self._phrases else None
         guard_src = "(?=%s)" % guard.pattern[len(_PREFIX):] if guard is not None else r"(?=\w)"
         self.rx = re.compile(_PREFIX + guard_src + body + r"\w+")
-        self.index = {id(rx): i for i, rx in enumerate(self.patterns)}
 
     def scan(self, text: str) -> dict[int, list[tuple[int, int]]]:
         n = len(self.patterns)
@@ -277,9 +258,7 @@ class Labeler:
             kind: compile_phrases(m.get(kind, []))
             for kind in ("pseudo", "uncertain_pre", "uncertain_post", "negation_pre", "negation_post")
         }
-        disj = m.get("disjunction", [])
-        self._disj_rx = re.compile(r"^\W*(?:%s)\W*$" % "|".join(phrase_pattern(p) for p in disj)) if disj else None
-        self._disj_word_rx = compile_phrases(disj)
+        self._disj_word_rx = compile_phrases(m.get("disjunction", []))
 
         pats: list[Optional[re.Pattern]] = [self._scope_break_rx, *self._trigger_rx.values()]
         for ob in self._obs:
@@ -306,6 +285,8 @@ class Labeler:
                 )
             )
         rec = spec.get("reclassify") or {}
+        if rec.get("to", OTHER) not in OBSERVATIONS + (OTHER,):
+            raise ValueError(f"{name}: reclassify target {rec.get('to')!r} is not an observation")
         return _ObsRules(name, compile_phrases(spec.get("mentions", [])), compile_phrases(spec.get("exclude", [])),
                          attrs, compile_phrases(rec.get("phrases", [])), rec.get("to", OTHER), int(rec.get("window", 4)))
 
@@ -523,18 +504,19 @@ class Labeler:
                     m.trigger, m.trigger_kind = sup.text, "reclassified"
 
         # disjunction: "atelectasis or scarring" -> both uncertain unless negated
-        if self._disj_rx is not None and mentions:
+        if self._disj_word_rx is not None and mentions:
             ms = sorted(mentions, key=lambda x: (x.start, -x.end))
             for i in range(len(ms) - 1):
                 a, b = ms[i], ms[i + 1]
                 if a.clause != b.clause or b.start < a.end:
                     continue
                 between = t[a.end:b.start]
-                if nwords(a.end, b.start) > 3 or self._disj_word_rx is None or not self._disj_word_rx.search(between):
+                word = self._disj_word_rx.search(between) if nwords(a.end, b.start) <= 3 else None
+                if word is None:
                     continue
                 for x in (a, b):
                     if x.label == POSITIVE and not x.fixed:
-                        x.label, x.trigger, x.trigger_kind = UNCERTAIN, self._disj_word_rx.search(between).group(), "disjunction"
+                        x.label, x.trigger, x.trigger_kind = UNCERTAIN, word.group(), "disjunction"
 
         mentions.sort(key=lambda x: (x.start, x.observation))
         return t, mentions, sent_spans
@@ -610,7 +592,13 @@ class Labeler:
 def _default_labeler() -> Labeler:
     root = resources.files("edgecap.labeler") / "rules"
     load = lambda n: json.loads((root / n).read_text(encoding="utf-8"))  # noqa: E731
-    return Labeler(load("observations.json"), load("modifiers.json"), load("no_finding.json"))
+    try:
+        return Labeler(load("observations.json"), load("modifiers.json"), load("no_finding.json"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"labeler rule file missing from the installed package: {e.filename}; the package must ship "
+            "edgecap/labeler/rules/*.json and edgecap/labeler/mesh_map.json as package data"
+        ) from e
 
 
 def label_report(text: str) -> dict[str, Optional[int]]:

@@ -43,10 +43,11 @@ class SpecialIds:
     bos: int
     eos: int
     banned: tuple[int, ...]  # never generated: <pad>, <bos>, <unk>
+    sep: int = -1  # the sentence separator "." (exempt from trigram blocking), -1 if none
 
     @classmethod
     def from_vocab(cls, vocab) -> "SpecialIds":
-        return cls(vocab.bos_id, vocab.eos_id, (vocab.pad_id, vocab.bos_id, vocab.unk_id))
+        return cls(vocab.bos_id, vocab.eos_id, (vocab.pad_id, vocab.bos_id, vocab.unk_id), vocab.index.get(".", -1))
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -86,9 +87,10 @@ def beam_search(
     beam: int = 3,
     block_trigrams: bool = True,
 ) -> Decoded:
-    """Beam search (sum of log-probabilities, no length penalty) with R2Gen's trigram blocking: a token
-    that would repeat a trigram already in the hypothesis is not allowed. beam=1 equals greedy (when
-    trigram blocking does not trigger)."""
+    """Beam search (sum of log-probabilities, no length penalty) with trigram blocking: a token that would
+    repeat a trigram already in the hypothesis is not allowed (R2Gen), except trigrams that contain the
+    sentence separator: radiology reports legitimately open several sentences the same way (". there is").
+    beam=1 equals greedy when blocking does not trigger."""
     if beam < 1:
         raise ValueError("beam must be >= 1")
     hsz = model.hidden_size
@@ -108,7 +110,7 @@ def beam_search(
         logp[:, list(special.banned)] = -np.inf
         if block_trigrams:
             for b, s in enumerate(seqs):
-                for tok in _blocked_by_trigrams(s):
+                for tok in _blocked_by_trigrams(s, special.sep):
                     logp[b, tok] = -np.inf
         if t == max_len:  # out of room: every live hypothesis must end here
             only_eos = np.full_like(logp, -np.inf)
@@ -142,12 +144,12 @@ def beam_search(
     return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0]), steps, finished=False)
 
 
-def _blocked_by_trigrams(seq: list[int]) -> set[int]:
-    """Tokens that would complete a trigram already present in seq."""
-    if len(seq) < 3:
+def _blocked_by_trigrams(seq: list[int], sep: int = -1) -> set[int]:
+    """Tokens that would complete a trigram already present in seq (trigrams with `sep` never count)."""
+    if len(seq) < 3 or sep in seq[-2:]:
         return set()
     prefix = (seq[-2], seq[-1])
-    return {seq[i + 2] for i in range(len(seq) - 2) if (seq[i], seq[i + 1]) == prefix}
+    return {seq[i + 2] for i in range(len(seq) - 2) if (seq[i], seq[i + 1]) == prefix} - {sep}
 
 
 def _stack(atts: list[np.ndarray], mask: np.ndarray) -> np.ndarray:

@@ -75,10 +75,11 @@ def prepare_run(data: Path, out: Path, cfg: Config, split_mode: str, log: Callab
     ds = iu_xray.load(data)
     if rd.exists():
         saved = rd.load_config()
-        if saved.model_hash() != cfg.model_hash() and cfg.name != saved.name:
-            log(f"resuming {out}: using its saved config ({saved.name}), not --config {cfg.name}")
+        if saved.model_hash() != cfg.model_hash():
+            log(f"resuming {out}: the model is rebuilt from its saved config.json ({saved.name}), not from the options")
         saved.train.epochs = cfg.train.epochs
         saved.train.pretrain_text_epochs = max(saved.train.pretrain_text_epochs, cfg.train.pretrain_text_epochs)
+        saved.save(rd.config)
         cfg = saved
         split_of = rd.load_split()["splits"]
         for s in ds.studies:
@@ -125,8 +126,9 @@ class Trainer:
             with tf.GradientTape() as tape:
                 per_ex = masked_token_loss(b["targets"], forward(b, True))
                 loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
+            variables = model.trainable_variables if "x" in b else model.decoder.trainable_variables  # text: decoder only
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads, variables))
             return loss
 
         def eval_replica(b):
@@ -136,7 +138,8 @@ class Trainer:
             w = tf.cast(tf.not_equal(t, 0), tf.float32)
             hit = tf.cast(tf.equal(tf.cast(tf.argmax(logits, -1), t.dtype), t), tf.float32) * w
             per_ex = tf.reduce_sum(ce * w, 1) / tf.maximum(tf.reduce_sum(w, 1), 1.0)
-            return tf.reduce_sum(per_ex), tf.reduce_sum(ce * w), tf.reduce_sum(hit), tf.reduce_sum(w), tf.cast(tf.shape(t)[0], tf.float32)
+            real = tf.reduce_sum(tf.cast(tf.reduce_any(t > 0, axis=1), tf.float32))  # padding rows are all <pad>
+            return tf.reduce_sum(per_ex), tf.reduce_sum(ce * w), tf.reduce_sum(hit), tf.reduce_sum(w), real
 
         sum_ = tf.distribute.ReduceOp.SUM
 
@@ -153,19 +156,34 @@ class Trainer:
 
     # ---- batches --------------------------------------------------------------------------------
     def dataset(self, arrays: dict[str, np.ndarray] | Callable, n: int, batch: int, shuffle_seed: int | None):
-        """arrays: dict of aligned numpy arrays, or a function(indices) -> dict (images loaded lazily)."""
+        """arrays: dict of aligned numpy arrays, or a function(indices) -> dict (images loaded lazily).
+
+        Every batch is full, so each replica of a MirroredStrategy gets rows: training batches wrap around
+        to the start of the shuffled order; evaluation batches (shuffle_seed None) are padded with empty
+        rows (all-<pad> targets), which the metrics ignore.
+        """
         import tensorflow as tf
 
         order = np.arange(n)
         if shuffle_seed is not None:
             order = np.random.default_rng(shuffle_seed).permutation(n)
         chunks = [order[i:i + batch] for i in range(0, n, batch)]
-        first = arrays(chunks[0]) if callable(arrays) else {k: v[chunks[0]] for k, v in arrays.items()}
+        fill = batch - len(chunks[-1])
+        if fill and shuffle_seed is not None:
+            chunks[-1] = np.concatenate([chunks[-1], np.resize(order, fill)])
+
+        def get(idx):
+            b = arrays(idx) if callable(arrays) else {k: v[idx] for k, v in arrays.items()}
+            if len(idx) < batch:
+                b = {k: np.concatenate([v, np.zeros((batch - len(idx),) + v.shape[1:], v.dtype)]) for k, v in b.items()}
+            return b
+
+        first = get(chunks[0])
         sig = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype)) for k, v in first.items()}
 
         def gen():
             for idx in chunks:
-                yield arrays(idx) if callable(arrays) else {k: v[idx] for k, v in arrays.items()}
+                yield get(idx)
 
         ds = tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
         return self.strategy.experimental_distribute_dataset(ds), len(chunks)
