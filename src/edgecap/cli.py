@@ -169,8 +169,9 @@ def evaluate(
     meteor: bool = typer.Option(True, help="METEOR (needs Java)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the numbers as JSON."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="PNG grid: images, attention, generated vs reference."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML evaluation report."),
 ) -> None:
-    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and diversity of the model and of two baselines."""
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr, clinical efficacy and diversity of the model and two baselines."""
     _quiet_tensorflow()
     from edgecap.data.iu_xray import DataError
     from edgecap.evaluation.nlg import MetricsUnavailable
@@ -178,7 +179,7 @@ def evaluate(
     from edgecap.training.evaluate import evaluate as run_eval
 
     try:
-        res = run_eval(run, data, split, beam=beam, meteor=meteor, grid_png=grid, log=typer.echo)
+        res = run_eval(run, data, split, beam=beam, meteor=meteor, grid_png=grid, html=html, log=typer.echo)
     except (EvaluateError, DataError, FileNotFoundError, MetricsUnavailable, ValueError) as e:
         fail(str(e))
     typer.echo(f"\n{res.n_studies} studies of the {split!r} split")
@@ -188,8 +189,9 @@ def evaluate(
     if json_out:
         save_json(res, json_out)
         typer.echo(f"wrote {json_out}")
-    if grid:
-        typer.echo(f"wrote {grid}")
+    for f in (grid, html):
+        if f:
+            typer.echo(f"wrote {f}")
 
 
 @app.command()

@@ -3,7 +3,8 @@ field's numbers must beat (ANCHORS.md): the most common training report, and nea
 (the training study whose pooled encoder features are closest by cosine gives its report).
 
 All three go through the same metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap with the PTB
-tokenizer), and diversity (distinct-1/2, share of distinct reports).
+tokenizer), clinical efficacy (evaluation.clinical: findings labels vs the reference's), and diversity
+(distinct-1/2, share of distinct reports).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from edgecap.data import iu_xray, splits
+from edgecap.evaluation.clinical import clinical_scores
 from edgecap.evaluation.diversity import diversity
 from edgecap.evaluation.nlg import nlg_scores
 from edgecap.runtime.text import clean_report
@@ -43,17 +45,18 @@ class EvalResult:
                 "examples": self.examples, "notes": self.notes}
 
     def table(self) -> list[list[str]]:
-        head = ["system", *METRIC_KEYS, "distinct-1", "distinct-2", "distinct reports"]
+        head = ["system", *METRIC_KEYS, "CE micro-F1", "CE macro-F1", "distinct-1", "distinct-2", "distinct reports"]
         rows = [head]
         for name, s in self.systems.items():
-            m, d = s["metrics"], s["diversity"]
-            rows.append([name, *[f"{m[k]:.3f}" for k in METRIC_KEYS], f"{d['distinct_1']:.3f}", f"{d['distinct_2']:.3f}",
+            m, c, d = s["metrics"], s["clinical"], s["diversity"]
+            rows.append([name, *[f"{m[k]:.3f}" if k in m else "-" for k in METRIC_KEYS], f"{c['micro']['f1']:.3f}",
+                         f"{c['macro']['f1']:.3f}", f"{d['distinct_1']:.3f}", f"{d['distinct_2']:.3f}",
                          f"{d['distinct_reports']:.2f}"])
         return rows
 
 
 def evaluate(run: str | Path, data: str | Path, split: str = "test", beam: int = 3, meteor: bool = True,
-             grid_png: Path | None = None, log: Callable = print) -> EvalResult:
+             grid_png: Path | None = None, html: Path | None = None, log: Callable = print) -> EvalResult:
     from edgecap.training.generate import ReportGenerator
 
     rd = RunDir(run)
@@ -104,6 +107,7 @@ def evaluate(run: str | Path, data: str | Path, split: str = "test", beam: int =
     systems = {}
     for name, hyps in systems_h.items():
         systems[name] = {"metrics": nlg_scores(refs, hyps, meteor=meteor),
+                         "clinical": clinical_scores(refs, hyps),
                          "diversity": diversity([hyps[u] for u in refs])}
     per_study = [{"uid": o.uid, "images": [str(p) for p in o.views if p], "reference": refs[o.uid],
                   **{name: hyps[o.uid] for name, hyps in systems_h.items()}} for o in outputs]
@@ -111,7 +115,12 @@ def evaluate(run: str | Path, data: str | Path, split: str = "test", beam: int =
         from edgecap.training.visualize import attention_grid
 
         attention_grid(outputs, refs, vocab, cfg, grid_png)
-    return EvalResult(split, len(examples), systems, per_study, notes)
+    result = EvalResult(split, len(examples), systems, per_study, notes)
+    if html is not None:
+        from edgecap.training.report_html import write_html
+
+        write_html(result, outputs, refs, cfg, rd.root, html)
+    return result
 
 
 def save_json(result: EvalResult, path: Path) -> None:

@@ -328,14 +328,17 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
 
 
 def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, val_ex, progress, cache_dir):
-    """-> (get_train(epoch) -> arrays or loader, get_val() -> arrays or loader)."""
+    """-> (get_train(epoch) -> batch loader, get_val() -> batch loader); a loader maps row indices to a batch.
+
+    Frozen encoder: x = cached CNN maps (B, V, P, C), a random cached augmentation variant per view and epoch.
+    Trainable encoder: x = images (B, V, S, S, 3), augmented on the fly.
+    """
     from edgecap.runtime.preprocess import normalize
     from edgecap.training.augment import AugmentConfig, augment
 
     v = cfg.max_views
-    tr_tok, tr_tgt = token_arrays(train_ex, vocab, cfg.text.max_len)
-    va_tok, va_tgt = token_arrays(val_ex, vocab, cfg.text.max_len)
-    tr_mask, va_mask = view_mask(train_ex, v), view_mask(val_ex, v)
+    sets = {"train": train_ex, "val": val_ex}
+    arrays = {k: (*token_arrays(ex, vocab, cfg.text.max_len), view_mask(ex, v)) for k, ex in sets.items()}
 
     if not cfg.encoder.trainable:
         from edgecap.training.features import MapCache
@@ -346,48 +349,35 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
         cache.ensure(sorted({p for ex in val_ex for p in ex.views if p}), 1, progress)
         p, c = trainer.model.positions, trainer.model.map_channels
 
-        def maps(examples, idx, rng):
+        def x_of(examples, idx, rng):
             x = np.zeros((len(idx), v, p, c), np.float16)
             for row, i in enumerate(idx):
                 for j, path in enumerate(examples[i].views):
                     if path:
                         x[row, j] = cache.get(path, int(rng.integers(variants)) if rng is not None else 0)
             return x
+    else:
+        size = cfg.image.size
+        grays = {p: load_gray(p, size) for ex in train_ex + val_ex for p in ex.views if p}  # (S, S) each, small
+        aug = AugmentConfig(clahe=cfg.train.clahe)
 
-        def get_train(epoch):
-            rng = np.random.default_rng(cfg.train.seed * 1000 + epoch)
-            return lambda idx: {"x": maps(train_ex, idx, rng), "view_mask": tr_mask[idx], "tokens": tr_tok[idx],
-                                "targets": tr_tgt[idx]}
+        def x_of(examples, idx, rng):
+            x = np.zeros((len(idx), v, size, size, 3), np.float32)
+            for row, i in enumerate(idx):
+                for j, path in enumerate(examples[i].views):
+                    if path:
+                        g = augment(grays[path], rng, aug) if rng is not None else grays[path]
+                        x[row, j] = normalize(g, cfg.image.mean, cfg.image.std)
+            return x
 
-        def get_val():
-            return lambda idx: {"x": maps(val_ex, idx, None), "view_mask": va_mask[idx], "tokens": va_tok[idx],
-                                "targets": va_tgt[idx]}
-
-        return get_train, get_val
-
-    size = cfg.image.size
-    grays = {p: load_gray(p, size) for ex in train_ex + val_ex for p in ex.views if p}  # (S, S) each, small
-    aug = AugmentConfig(clahe=cfg.train.clahe)
-
-    def images(examples, idx, rng):
-        x = np.zeros((len(idx), v, size, size, 3), np.float32)
-        for row, i in enumerate(idx):
-            for j, path in enumerate(examples[i].views):
-                if path:
-                    g = augment(grays[path], rng, aug) if rng is not None else grays[path]
-                    x[row, j] = normalize(g, cfg.image.mean, cfg.image.std)
-        return x
+    def loader(name, rng):
+        examples, (tok, tgt, mask) = sets[name], arrays[name]
+        return lambda idx: {"x": x_of(examples, idx, rng), "view_mask": mask[idx], "tokens": tok[idx], "targets": tgt[idx]}
 
     def get_train(epoch):
-        rng = np.random.default_rng(cfg.train.seed * 1000 + epoch) if cfg.train.augment else None
-        return lambda idx: {"x": images(train_ex, idx, rng), "view_mask": tr_mask[idx], "tokens": tr_tok[idx],
-                            "targets": tr_tgt[idx]}
+        return loader("train", np.random.default_rng(cfg.train.seed * 1000 + epoch) if cfg.train.augment else None)
 
-    def get_val():
-        return lambda idx: {"x": images(val_ex, idx, None), "view_mask": va_mask[idx], "tokens": va_tok[idx],
-                            "targets": va_tgt[idx]}
-
-    return get_train, get_val
+    return get_train, lambda: loader("val", None)
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

@@ -26,7 +26,7 @@ def overlay(image_path: Path, att: np.ndarray) -> np.ndarray:
     gray = to_gray(read_image(image_path))
     heat = cv2.resize(att.astype(np.float32), gray.shape[::-1], interpolation=cv2.INTER_CUBIC).clip(0, 1)
     color = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1] / 255.0
-    return 0.6 * np.repeat(gray[:, :, None], 3, 2) + 0.4 * color
+    return np.clip(0.6 * np.repeat(gray[:, :, None], 3, 2) + 0.4 * color, 0.0, 1.0)
 
 
 def attention_grid(outputs, refs: dict[str, str], vocab, cfg: Config, path: Path, max_studies: int = 8) -> None:
