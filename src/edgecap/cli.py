@@ -118,6 +118,8 @@ def train(
     section: Optional[str] = typer.Option(None, help="findings (default) or findings+impression."),
     min_count: Optional[int] = typer.Option(None, help="Vocabulary: minimum count of a training token."),
     split_mode: str = typer.Option("auto", help="auto (annotation.json split if present), random or annotation."),
+    val_fraction: Optional[float] = typer.Option(None, help="Random split: share of studies for validation."),
+    test_fraction: Optional[float] = typer.Option(None, help="Random split: share of studies for test."),
     strategy: str = typer.Option("default", help="default or mirrored (tf.distribute.MirroredStrategy)."),
     logical_cpus: int = typer.Option(0, help="Split the CPU into N logical devices (to run mirrored without GPUs)."),
     progress: bool = typer.Option(True, help="Progress bars."),
@@ -134,7 +136,8 @@ def train(
     for obj, key, val in ((cfg.train, "epochs", epochs), (cfg.train, "batch_size", batch_size),
                           (cfg.train, "seed", seed), (cfg.train, "learning_rate", learning_rate),
                           (cfg.train, "pretrain_text_epochs", text_epochs), (cfg.text, "section", section),
-                          (cfg.text, "min_count", min_count)):
+                          (cfg.text, "min_count", min_count), (cfg.train, "val_fraction", val_fraction),
+                          (cfg.train, "test_fraction", test_fraction)):
         if val is not None:
             setattr(obj, key, val)
     if cfg.text.section not in ("findings", "findings+impression"):
