@@ -113,3 +113,24 @@ def test_corrupt_xml_is_listed_not_fatal(tmp_path, iu_data):
         (tmp_path / "ecgen-radiology" / "1000.xml").write_bytes(tar.extractfile(member).read())
     ds = iu_xray.load(tmp_path)
     assert [s.uid for s in ds.studies] == ["1000"] and len(ds.unreadable) == 1
+
+
+@pytest.mark.parametrize("name, key", [
+    ("CXR1000_IM-0003-2001.png", "1000_IM-0003-2001"),  # Open-i file
+    ("CXR1000_IM-0003-2001", "1000_IM-0003-2001"),  # Open-i XML id
+    ("1000_IM-0003-2001.dcm.png", "1000_IM-0003-2001"),  # Kaggle file
+    ("CXR1_1_IM-0001-3001.png", "1_IM-0001-3001"),  # uid 1 repeats its uid in Open-i only
+    ("CXR11_IM-0067-1001.png", "11_IM-0067-1001"),
+    ("CXR3809_IM-1919-1003002", "3809_IM-1919-1003002"),
+    ("notes.png", None),
+])
+def test_image_key(name, key):
+    assert iu_xray.image_key(name) == key
+
+
+def test_every_openi_image_has_a_projection_but_four(iu_data):
+    """The packaged Kaggle table names the projection of all but 4 of the 7,470 Open-i images."""
+    ds = iu_xray.load(iu_data)
+    unknown = [im.key for s in ds.studies for im in s.images if im.projection == "unknown"]
+    assert sorted(unknown) == ["2084_IM-0715-1001-0002", "2084_IM-0715-2001-0001", "2560_IM-1064-4001",
+                               "3809_IM-1919-1003002"]

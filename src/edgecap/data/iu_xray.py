@@ -32,7 +32,10 @@ from pathlib import Path
 
 LAYOUTS = ("openi", "kaggle", "r2gen")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-_KEY = re.compile(r"^(?:CXR)?(\d+_IM-[\dA-Za-z-]+?)(?:\.dcm)?\.(?:png|jpe?g|dcm)$", re.IGNORECASE)
+# Open-i: CXR1000_IM-0003-2001(.png); Kaggle: 1000_IM-0003-2001.dcm.png; one Open-i study (uid 1) repeats its
+# uid: CXR1_1_IM-0001-3001, which Kaggle names 1_IM-0001-3001
+_KEY = re.compile(r"^(?:CXR)?(?:(\d+)_(?=\1_IM-))?(\d+_IM-[\dA-Za-z-]+?)(?:(?:\.dcm)?\.(?:png|jpe?g|dcm))?$",
+                  re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -95,9 +98,10 @@ class Dataset:
 
 # ---------------------------------------------------------------------------------------------
 def image_key(filename: str) -> str | None:
-    """'CXR1000_IM-0003-2001.png' and '1000_IM-0003-2001.dcm.png' -> '1000_IM-0003-2001'."""
+    """'CXR1000_IM-0003-2001.png', '1000_IM-0003-2001.dcm.png' and the Open-i id 'CXR1000_IM-0003-2001'
+    -> '1000_IM-0003-2001'."""
     m = _KEY.match(Path(filename).name)
-    return m.group(1) if m else None
+    return m.group(2) if m else None
 
 
 def index_images(root: Path) -> dict[str, Path]:
@@ -232,8 +236,8 @@ def _parse_openi_xml(data: bytes, images: dict[str, Path], proj: dict[str, str])
     mesh = [el.text.strip() for el in tree.iter("major") if el.text]
     study_images = []
     for el in tree.iter("parentImage"):
-        key = el.get("id", "")
-        key = key[3:] if key.startswith("CXR") else key
+        raw = el.get("id", "")
+        key = image_key(raw) or raw.removeprefix("CXR")
         study_images.append(XrayImage(key, images.get(key), _projection(key, proj)))
     return Study(uid_el.get("id"), sections.get("FINDINGS"), sections.get("IMPRESSION"), study_images, mesh=mesh)
 
