@@ -14,12 +14,18 @@ from typing import Optional
 import typer
 
 from edgecap import __version__
+from edgecap.caption_cli import caption as caption_command
+from edgecap.convert.cli import convert as convert_command
 from edgecap.labeler.cli import label as label_command
+from edgecap.serve.cli import serve as serve_command
 
 app = typer.Typer(help="edgecap: chest X-ray report generation on edge devices, offline.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="IU X-Ray data: statistics and download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("caption")(caption_command)
+app.command("convert")(convert_command)
+app.command("serve")(serve_command)
 app.command("label", help="Label reports for 14 CheXpert-style observations (rule-based proxy).")(label_command)
 
 

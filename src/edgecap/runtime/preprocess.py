@@ -1,6 +1,7 @@
 """The one image contract: file or array -> model input. Used by training, conversion, bench, app and API.
 
-    read_image      bytes/path/array -> array as stored: (H, W) or (H, W, 3) RGB, uint8 or uint16
+    read_image      bytes/path/array -> array as stored: (H, W) or (H, W, 3) RGB, uint8 or uint16; DICOM
+                    (runtime.dicom) -> float32 in [0, 1] after its modality / VOI transforms, MONOCHROME1 inverted
     to_gray         -> float32 (H, W) in [0, 1]; 16-bit images are min-max stretched (their real bit
                        depth, 10/12/16, is not recorded in a PNG), 8-bit images are divided by 255
     resize_square   -> float32 (S, S): a plain resize (no crop, no letterbox), INTER_AREA when shrinking
@@ -26,8 +27,13 @@ class ImageError(ValueError):
     """An input that cannot be read as an image (missing, empty, corrupt, unsupported)."""
 
 
-def read_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
-    """Decode PNG (8- or 16-bit), JPEG, BMP or TIFF. Returns (H, W) or (H, W, 3) RGB, uint8 or uint16."""
+def read_image(source: str | Path | bytes | np.ndarray, notes: list[tuple[str, str]] | None = None) -> np.ndarray:
+    """Decode PNG (8- or 16-bit), JPEG, BMP, TIFF or DICOM.
+
+    Returns (H, W) or (H, W, 3) RGB: uint8 or uint16 as stored; float32 in [0, 1] for DICOM, already
+    through its display pipeline (see runtime.dicom). `notes`, if given, receives non-fatal remarks as
+    (code, message), e.g. a multi-frame DICOM of which only the first frame is used.
+    """
     if isinstance(source, np.ndarray):
         return _check_array(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -36,9 +42,17 @@ def read_image(source: str | Path | bytes | np.ndarray) -> np.ndarray:
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"{path}: no such file")
-        data, name = path.read_bytes(), str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+        name = str(path)
     if not data:
         raise ImageError(f"{name}: empty file")
+    from edgecap.runtime import dicom  # here, not at the top: dicom imports ImageError from this module
+
+    if dicom.is_dicom(data, None if name == "<bytes>" else name):
+        return _check_array(dicom.decode(data, name, notes))
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")

@@ -1,0 +1,119 @@
+"""Run directory -> verified bundle folder, one mode (convert.modes) at a time.
+
+    result = convert_run("runs/demo", "bundles/demo", "int8")
+    result.passed, result.manifest.verification
+
+Steps: rebuild the Keras model from the run -> (int8 parts) collect real calibration data -> convert each
+part -> check its ops -> write files, vocab.json, manifest.json -> load the bundle as a device does
+(runtime.bundle.Bundle) -> verify against Keras on real images -> write the verification into the manifest.
+The manifest is written even when verification fails, so the failure can be inspected. Needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgecap.convert.modes import Mode, by_name
+from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
+
+DEFAULT_SAMPLES = 200  # encoder calibration inputs (real images first, then augmentations)
+DECODER_SAMPLES = 2000  # recorded decoder steps used to calibrate an int8 decoder
+VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
+
+
+class ConvertError(ValueError):
+    """Bad inputs to a conversion (not a run directory, no images): a usage error."""
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    mode: Mode
+    manifest: Manifest
+    passed: bool
+    seconds: float
+
+
+def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | Path | None = None,
+                samples: int = DEFAULT_SAMPLES, verify_studies: int = VERIFY_STUDIES, num_threads: int | None = None,
+                decoder_samples: int = DECODER_SAMPLES,
+                notice: str = DEFAULT_NOTICE, log: Callable[[str], None] = print) -> ConvertResult:
+    from edgecap.convert import calibration as cal
+    from edgecap.convert.bundle_writer import build_manifest, write_model
+    from edgecap.convert.export import ConversionError, convert_model, export_views
+    from edgecap.convert.flatbuffer import op_problems
+    from edgecap.convert.sources import SourceError, choose, find_studies, run_source
+    from edgecap.convert.verify import verify
+    from edgecap.runtime.bundle import Bundle, sha256_file
+    from edgecap.runtime.decoding import SpecialIds
+    from edgecap.training.keras_step import KerasCaptioner
+    from edgecap.training.run_dir import RunDir, load_model
+
+    t0 = time.time()
+    m = by_name(mode)
+    if samples < 1:
+        raise ConvertError("--samples must be at least 1")
+    try:
+        cfg, vocab, model = load_model(run)
+    except FileNotFoundError as e:
+        raise ConvertError(str(e)) from None
+    reference = KerasCaptioner(model)
+    special = SpecialIds.from_vocab(vocab)
+    seed = cfg.train.seed
+    try:
+        verify_pool = run_source(run, cfg.max_views)
+        cal_pool = find_studies(calibration, cfg.max_views) if calibration else verify_pool
+    except SourceError as e:
+        raise ConvertError(str(e)) from None
+    prep = cal.ImagePrep(cfg, seed)
+    checked, problems = cal.readable_studies(choose(verify_pool.studies, verify_studies, ("test", "val", "train"), seed), prep)
+    for p in problems:
+        log(f"warning: unreadable verification image skipped: {p}")
+    if not checked:
+        raise ConvertError(f"{verify_pool.describe()}: no readable image to verify the bundle on")
+
+    calib, facts = None, None
+    if m.needs_calibration:
+        log(f"calibration: {samples} encoder inputs from {cal_pool.describe()}")
+        cal_studies = choose(cal_pool.studies, samples, ("train", "val", "test"), seed)
+        try:
+            calib = cal.collect(reference, cal_studies, cfg, special, samples, seed, decoder_samples,
+                                source=cal_pool.describe())
+        except ValueError as e:
+            raise ConvertError(str(e)) from None
+        cal_images = {p.resolve() for s in cal_studies for p in s.views if p is not None}
+        facts = {**calib.facts, "source_kind": cal_pool.kind,
+                 "verification_images_also_in_calibration": len(
+                     {p.resolve() for s in checked for p in s.views if p is not None} & cal_images)}
+        for w in facts["warnings"]:
+            log(f"warning: {w}")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for part, keras_model in export_views(model).items():
+        setting = m.part(part)
+        rep = None
+        if setting.precision == "int8":
+            rep = calib.encoder_dataset if part == "encoder" else calib.decoder_dataset
+        log(f"converting {part} ({setting.precision}{', float32 ' + '/'.join(setting.float_ops) if setting.float_ops else ''})")
+        data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
+        files[part] = write_model(out, part, m, data)
+        bad = op_problems(files[part].op_versions)
+        if bad:
+            raise ConversionError(f"{part}: {'; '.join(bad)}")
+    rd = RunDir(run)
+    source = {"run": str(Path(run).resolve()), "config_hash": cfg.model_hash(), "config": cfg.to_dict(),
+              "weights": rd.best.name, "weights_sha256": sha256_file(rd.best)}
+    manifest = build_manifest(out, m, cfg, vocab, files, model.positions, source, facts, notice)
+    manifest.save(out)
+
+    bundle = Bundle.load(out, num_threads)
+    log(f"verifying on {len(checked)} studies of {verify_pool.describe()} (interpreter: {bundle.interpreter_name})")
+    manifest.verification = verify(bundle, reference, checked, m.thresholds, seed)
+    manifest.verification["source"] = verify_pool.describe()
+    manifest.save(out)
+    return ConvertResult(out, m, manifest, manifest.verification["passed"], time.time() - t0)

@@ -1,0 +1,161 @@
+"""A converted bundle, loaded for inference through its manifest only. Device-safe.
+
+    bundle = Bundle.load("bundles/demo", num_threads=2)
+    features = [bundle.encode(preprocess.load(path, bundle.image_size, bundle.mean, bundle.std))]
+    feats, mask = fuse_views(features, bundle.max_views)
+    report = decode(bundle, feats, mask, bundle.special, bundle.max_len, beam=3)
+
+Every file's sha256 is checked against the manifest BEFORE an interpreter sees it: a truncated or
+tampered .tflite is a BundleError naming the file, never a crash inside the interpreter. Then each model's
+signature is checked against the tensors the manifest promises (names, shapes, dtypes).
+
+`Bundle` implements runtime.decoding.StepModel; its models take batch 1, so `step` runs one interpreter
+call per row (beam) with the shared features and mask set once per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from edgecap.runtime.decoding import SpecialIds
+from edgecap.runtime.interpreter import InterpreterUnavailable, SignatureModel
+from edgecap.runtime.manifest import Manifest, ManifestError, ModelFile
+from edgecap.runtime.vocab import Vocabulary
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing or corrupt files, or a manifest that does not match them."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Bundle:
+    """Encoder + decoder step + vocabulary of one bundle folder."""
+
+    def __init__(self, path: Path, manifest: Manifest, vocab: Vocabulary, encoder: SignatureModel,
+                 decoder: SignatureModel):
+        self.path, self.manifest, self.vocab = path, manifest, vocab
+        self.special = SpecialIds.from_vocab(vocab)
+        i, d = manifest.input, manifest.decoder
+        self.image_size, self.mean, self.std, self.max_views = i.size, i.mean, i.std, i.max_views
+        self.max_len, self.hidden_size = d.max_len, d.hidden_size
+        self.positions, self.feature_dim, self.vocab_size = d.positions_per_view, d.feature_dim, d.vocab_size
+        self.interpreter_name = encoder.package
+        self.encoder, self.decoder = encoder, decoder
+        enc, dec = manifest.files["encoder"], manifest.files["decoder_step"]
+        self._image = encoder.index(enc.inputs["image"].name)
+        self._features_out = encoder.index(enc.outputs["features"].name, output=True)
+        self._token, self._h, self._c, self._feats, self._mask = (
+            decoder.index(dec.inputs[r].name) for r in ("token", "h", "c", "features", "mask"))
+        self._logits, self._h_out, self._c_out, self._att = (
+            decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention"))
+
+    # ---- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, num_threads: int | None = None) -> "Bundle":
+        """Bundle folder -> Bundle. Raises BundleError (missing / corrupt / mismatched files) or
+        InterpreterUnavailable (no TFLite interpreter installed)."""
+        root = Path(path)
+        try:
+            manifest = Manifest.load(root)
+        except ManifestError as e:
+            raise BundleError(str(e)) from None
+        for where, ref in [(f"{part} model", f) for part, f in manifest.files.items()] + [("vocabulary", manifest.vocab)]:
+            _check_file(root, where, ref.path, ref.sha256, ref.bytes)
+        try:
+            vocab = Vocabulary.load(root / manifest.vocab.path)
+        except (ValueError, KeyError) as e:
+            raise BundleError(f"{root / manifest.vocab.path}: {e}") from None
+        if len(vocab) != manifest.decoder.vocab_size:
+            raise BundleError(f"{root}: vocab.json has {len(vocab)} tokens, the manifest says {manifest.decoder.vocab_size}")
+        special = SpecialIds.from_vocab(vocab)
+        expected = {"bos": special.bos, "eos": special.eos, "sep": special.sep}
+        if any(manifest.special.get(k) != v for k, v in expected.items()):
+            raise BundleError(f"{root}: special token ids in the manifest {manifest.special} do not match vocab.json")
+        models = []
+        for part in ("encoder", "decoder_step"):
+            f = manifest.files[part]
+            try:
+                model = SignatureModel.load(root / f.path, num_threads)
+            except InterpreterUnavailable:
+                raise
+            except (ValueError, RuntimeError) as e:
+                raise BundleError(f"{root / f.path}: the interpreter cannot load it: {e}") from None
+            _check_signature(root / f.path, f, model)
+            models.append(model)
+        return cls(root, manifest, vocab, *models)
+
+    # ---- inference ---------------------------------------------------------------------------------
+    def encode(self, prepared: np.ndarray) -> np.ndarray:
+        """One view: prepared image (S, S, 3) float32 (runtime.preprocess) -> features (P, D)."""
+        s = self.image_size
+        if prepared.shape != (s, s, 3):
+            raise ValueError(f"expected a prepared ({s}, {s}, 3) image, got {prepared.shape}")
+        self.encoder.set_tensor(self._image, np.ascontiguousarray(prepared[None], np.float32))
+        self.encoder.invoke()
+        return self.encoder.get_tensor(self._features_out)[0]
+
+    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, features: np.ndarray, mask: np.ndarray):
+        """runtime.decoding.StepModel: tokens (B,), h/c (B, H), features (N, D), mask (N,)
+        -> logits (B, V), h' (B, H), c' (B, H), attention (B, N)."""
+        dec = self.decoder
+        set_, get, invoke = dec.set_tensor, dec.get_tensor, dec.invoke
+        tokens = np.ascontiguousarray(tokens, np.int32)
+        h = np.ascontiguousarray(h, np.float32)
+        c = np.ascontiguousarray(c, np.float32)
+        b = len(tokens)
+        set_(self._feats, np.ascontiguousarray(features[None], np.float32))  # the same for every row
+        set_(self._mask, np.ascontiguousarray(mask[None], np.float32))
+        if b == 1:
+            set_(self._token, tokens)
+            set_(self._h, h)
+            set_(self._c, c)
+            invoke()
+            return get(self._logits), get(self._h_out), get(self._c_out), get(self._att)
+        logits = np.empty((b, self.vocab_size), np.float32)
+        h2, c2 = np.empty_like(h), np.empty_like(c)
+        att = np.empty((b, len(mask)), np.float32)
+        for r in range(b):
+            set_(self._token, tokens[r:r + 1])
+            set_(self._h, h[r:r + 1])
+            set_(self._c, c[r:r + 1])
+            invoke()
+            logits[r], h2[r], c2[r], att[r] = get(self._logits)[0], get(self._h_out)[0], get(self._c_out)[0], get(self._att)[0]
+        return logits, h2, c2, att
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, mode={self.manifest.mode!r}, interpreter={self.interpreter_name!r})"
+
+
+def _check_file(root: Path, where: str, name: str, sha256: str, size: int) -> None:
+    path = root / name
+    if not path.is_file():
+        raise BundleError(f"{path}: the {where} listed in the manifest is missing")
+    actual = path.stat().st_size
+    if actual != size:
+        raise BundleError(f"{path}: the {where} has {actual} bytes, the manifest says {size} "
+                          f"(truncated or replaced file)")
+    digest = sha256_file(path)
+    if digest != sha256:
+        raise BundleError(f"{path}: sha256 mismatch for the {where} (corrupt or tampered file): "
+                          f"{digest} != manifest {sha256}")
+
+
+def _check_signature(path: Path, f: ModelFile, model: SignatureModel) -> None:
+    for kind, promised, actual in (("input", f.inputs, model.inputs), ("output", f.outputs, model.outputs)):
+        for role, spec in promised.items():
+            got = actual.get(spec.name)
+            if got is None:
+                raise BundleError(f"{path}: no {kind} tensor {spec.name!r} ({role}); the model has {sorted(actual)}")
+            if tuple(got["shape"]) != tuple(spec.shape) or got["dtype"] != spec.dtype:
+                raise BundleError(f"{path}: {kind} {spec.name!r} is {got['dtype']} {tuple(got['shape'])}, "
+                                  f"the manifest says {spec.dtype} {tuple(spec.shape)}")

@@ -1,0 +1,136 @@
+"""The Report: what the captioner returns for one study, and its JSON form (`edgecap-report/1`).
+
+    text          the generated report, rendered by vocab.render ("The heart is normal. ...")
+    flagged       True when the input does not look like a chest X-ray (see runtime.sanity): the text is
+                  kept, unchanged, but must not be shown as a report of the image (`Report.render_text`
+                  says so first); JSON readers must check this field
+    warnings      [{code, message}]: not-a-chest-X-ray codes (sanity.NOT_CXR_CODES) and notes such as
+                  dicom_multiframe or unfinished (max_len reached before <eos>)
+    findings      observation -> "positive" | "negative" | "uncertain" | None (not mentioned), from the
+                  rule-based labeler (edgecap.labeler, a CheXpert proxy) run on the generated text, not on the
+                  image. Empty ({}) when flagged: software reads these labels without reading warnings, so no
+                  "No Finding: positive" is produced for a cat
+    tokens        generated tokens ("." included), without <bos>/<eos>
+    attention     (T, N) float32: the decoder's attention over the N = views x grid x grid image positions
+                  for each token; JSON: nested lists, rounded (`attention_decimals`)
+    attention_layout  {"views": [...], "grid": g}: position n is view n // g**2, row (n % g**2) // g, col n % g
+    timings       read_ms, sanity_ms, preprocess_ms, encoder_ms, decoder_ms, labeler_ms, total_ms, decoder_steps
+    inputs        {"frontal": name, "lateral": name or None}
+    image_stats   per view, the statistics behind the sanity warnings
+    bundle        path, mode, interpreter, notice (from the bundle manifest)
+
+Device-safe: stdlib + numpy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecap.runtime.sanity import NOT_CXR_CODES
+
+FORMAT = "edgecap-report/1"
+LABEL_NAMES = {1: "positive", 0: "negative", -1: "uncertain", None: None}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One warning carried by a report: a stable machine code and a sentence for people."""
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class Report:
+    text: str
+    tokens: list[str]
+    attention: np.ndarray  # (T, N)
+    findings: dict[str, Optional[str]]
+    timings: dict[str, float]
+    warnings: list[Notice] = field(default_factory=list)
+    flagged: bool = False
+    inputs: dict[str, Optional[str]] = field(default_factory=dict)
+    attention_layout: dict[str, Any] = field(default_factory=dict)
+    image_stats: dict[str, Optional[dict]] = field(default_factory=dict)
+    bundle: dict[str, Any] = field(default_factory=dict)
+    beam: int = 1
+    finished: bool = True  # False when the decoder reached max_len before <eos>
+
+    @property
+    def warning_codes(self) -> list[str]:
+        return [w.code for w in self.warnings]
+
+    def render_text(self) -> str:
+        """Text for people. A flagged report starts with the reasons, so it is never read as a finding."""
+        if not self.flagged:
+            return self.text
+        reasons = "; ".join(w.message for w in self.warnings if w.code in NOT_CXR_CODES)
+        return (f"NOT A CHEST X-RAY? {reasons}.\nThe generated text below is kept for inspection only; it does not "
+                f"describe this image:\n{self.text}")
+
+    def to_dict(self, attention_decimals: Optional[int] = 4, attention: bool = True) -> dict[str, Any]:
+        """JSON-ready dict. attention_decimals None keeps full float32 precision; attention False drops it."""
+        d: dict[str, Any] = {
+            "format": FORMAT,
+            "text": self.text,
+            "flagged": self.flagged,
+            "warnings": [w.to_dict() for w in self.warnings],
+            "findings": dict(self.findings),
+            "tokens": list(self.tokens),
+        }
+        if attention:
+            att = np.asarray(self.attention, np.float64)
+            if attention_decimals is not None:
+                att = np.round(att, attention_decimals)
+            d["attention"] = att.tolist()
+            d["attention_layout"] = dict(self.attention_layout)
+        d.update({
+            "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()},
+            "beam": self.beam,
+            "finished": self.finished,
+            "inputs": dict(self.inputs),
+            "image_stats": self.image_stats,
+            "bundle": dict(self.bundle),
+        })
+        return d
+
+    def to_json(self, indent: Optional[int] = None, attention_decimals: Optional[int] = 4,
+                attention: bool = True) -> str:
+        return json.dumps(self.to_dict(attention_decimals, attention), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not an edgecap report (format {d.get('format')!r})")
+        att = d.get("attention")
+        return cls(
+            text=d["text"],
+            tokens=list(d["tokens"]),
+            attention=np.asarray(att if att is not None else np.zeros((0, 0)), np.float32),
+            findings=dict(d["findings"]),
+            timings=dict(d["timings"]),
+            warnings=[Notice(w["code"], w["message"]) for w in d.get("warnings", [])],
+            flagged=bool(d.get("flagged", False)),
+            inputs=dict(d.get("inputs", {})),
+            attention_layout=dict(d.get("attention_layout", {})),
+            image_stats=dict(d.get("image_stats", {})),
+            bundle=dict(d.get("bundle", {})),
+            beam=int(d.get("beam", 1)),
+            finished=bool(d.get("finished", True)),
+        )
+
+    @classmethod
+    def from_json(cls, s: str) -> "Report":
+        return cls.from_dict(json.loads(s))
+
+
+def findings_from_labels(labels: dict[str, Optional[int]]) -> dict[str, Optional[str]]:
+    """Labeler output (1 / 0 / -1 / None) -> "positive" / "negative" / "uncertain" / None."""
+    return {k: LABEL_NAMES[v] for k, v in labels.items()}

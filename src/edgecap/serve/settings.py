@@ -1,0 +1,105 @@
+"""What `edgecap serve` runs with: one typed, frozen record, built by the CLI (or a test) and read by the app.
+
+    settings = Settings(bundle=Path("bundles/int8"), api_key=read_api_key(Path("key.txt")), host="0.0.0.0")
+    check_bind(settings)        # SettingsError: a non-loopback bind needs an API key
+
+Nothing here is a module global: `create_app(settings)` takes everything it needs from this record.
+Device-safe (stdlib only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+MIN_KEY_CHARS = 16  # a shorter key is guessable; `openssl rand -hex 32` gives 64
+
+
+class SettingsError(ValueError):
+    """Settings the server must not start with (a usage error: exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bundle: Optional[Path] = None  # bundle folder; None: the default bundle shipped with edgecap
+    host: str = "127.0.0.1"  # bind address; anything but loopback needs api_key
+    port: int = 8000
+    api_key: Optional[str] = None  # when set, every route but /v1/health, /openapi.json and /docs needs it
+    workers: int = 1  # inference threads, each with its own Captioner (a TFLite interpreter is not thread-safe)
+    threads: Optional[int] = None  # interpreter threads per worker (None: the interpreter's default)
+    queue_size: int = 16  # requests that may wait for a worker; beyond workers + queue_size: 503 + Retry-After
+    timeout_s: float = 30.0  # per request, from its first byte to its answer: 504 (408 while the upload lasts)
+    max_request_bytes: int = 20 * 1024 * 1024  # whole request body (multipart framing included): 413
+    max_pixels: int = 30_000_000  # per image, read from its header before decoding: 413 (a 4300 x 4300
+    # detector panel is 18.5 MP; decoding 30 MP of 16-bit RGBA takes ~240 MB, which a 4 GB device survives)
+    retry_after_s: int = 2  # Retry-After of a 503 (queue full)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port {self.port} is outside 0..65535")
+        for name in ("workers", "max_request_bytes", "max_pixels", "retry_after_s"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.queue_size < 0:
+            problems.append(f"queue_size must be >= 0, got {self.queue_size}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be at least 1, got {self.threads}")
+        if not self.timeout_s > 0:
+            problems.append(f"timeout_s must be positive, got {self.timeout_s}")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: running + waiting."""
+        return self.workers + self.queue_size
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost"; any other name counts as reachable from outside."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve patient data beyond this machine without an API key."""
+    if not is_loopback(settings.host) and not settings.api_key:
+        raise SettingsError(f"refusing to listen on {settings.host!r} without an API key: a non-loopback address "
+                            f"is reachable from other machines. Pass --api-key-file FILE (e.g. made with "
+                            f"`openssl rand -hex 32 > FILE`), or keep the default --host 127.0.0.1")
+
+
+def read_api_key(path: Path) -> tuple[str, list[str]]:
+    """Key file -> (key, warnings). The key is the file's content without surrounding whitespace.
+
+    Raises:
+        SettingsError: unreadable file, empty key, whitespace inside it, or shorter than MIN_KEY_CHARS.
+    """
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"{path}: cannot read the API key file ({e})") from None
+    key = raw.strip()
+    if not key:
+        raise SettingsError(f"{path}: the API key file is empty")
+    if any(c.isspace() for c in key):
+        raise SettingsError(f"{path}: the API key file must hold one key on one line (it has whitespace inside)")
+    if not key.isascii() or not key.isprintable():
+        raise SettingsError(f"{path}: the API key must be printable ASCII (it travels in an HTTP header)")
+    if len(key) < MIN_KEY_CHARS:
+        raise SettingsError(f"{path}: the API key has {len(key)} characters, at least {MIN_KEY_CHARS} are needed "
+                            f"(e.g. `openssl rand -hex 32 > {path}`)")
+    warnings = []
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(f"{path}: the API key file is readable by other users (chmod 600 {path})")
+    return key, warnings
