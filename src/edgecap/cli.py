@@ -16,6 +16,7 @@ import typer
 from edgecap import __version__
 from edgecap.caption_cli import caption as caption_command
 from edgecap.convert.cli import convert as convert_command
+from edgecap.edge_app.cli import app_command
 from edgecap.labeler.cli import label as label_command
 from edgecap.serve.cli import serve as serve_command
 
@@ -26,6 +27,7 @@ app.add_typer(data_app, name="data")
 app.command("caption")(caption_command)
 app.command("convert")(convert_command)
 app.command("serve")(serve_command)
+app.command("app", help="The point-of-care app (Kivy), or a headless screenshot of a report.")(app_command)
 app.command("label", help="Label reports for 14 CheXpert-style observations (rule-based proxy).")(label_command)
 
 
