@@ -221,6 +221,7 @@ except InterpreterUnavailable as e:
 """
 
 
+@pytest.mark.tf
 def test_interpreter_fallback_order():
     def pick(blocked: str) -> str:
         p = subprocess.run([sys.executable, "-c", FALLBACK, blocked], capture_output=True, text=True, timeout=120)

@@ -210,14 +210,18 @@ def _app():
     return app
 
 
-def test_cli_usage_errors(tmp_path):
+def test_cli_mode_flags_are_checked(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(_app(), ["convert", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b"), "--int8"])
-    assert r.exit_code == 2 and "not a run directory" in r.output and "Traceback" not in r.output
     r = runner.invoke(_app(), ["convert", "--run", str(tmp_path), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "choose exactly one mode: --float32 | --float16 | --dynamic | --int8 | --int8-full" in r.output
     r = runner.invoke(_app(), ["convert", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--int8", "--float16"])
     assert r.exit_code == 2 and "(got 2)" in r.output
+
+
+@pytest.mark.tf
+def test_cli_bad_run_is_a_usage_error(tmp_path):
+    r = CliRunner().invoke(_app(), ["convert", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b"), "--int8"])
+    assert r.exit_code == 2 and "not a run directory" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.tf

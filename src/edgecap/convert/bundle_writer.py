@@ -44,7 +44,8 @@ def write_model(out: Path, part: str, mode: Mode, data: bytes) -> ModelFile:
     ins, outs = TENSOR_NAMES[part]
 
     def spec(table, roles):
-        return {role: TensorSpec(name, tuple(table[name]["shape"]), table[name]["dtype"]) for role, name in roles.items()}
+        return {role: TensorSpec(name, tuple(table[name]["shape"]), table[name]["dtype"])
+                for role, name in roles.items()}
 
     ops = read_ops(data)
     return ModelFile(

@@ -1,10 +1,10 @@
-"""Real calibration data for full-int8 parts.
+"""Real calibration data for int8 parts (the decoder of both int8 modes, the encoder of int8-full).
 
-Encoder: real images through the runtime's preprocessing, each first as it is, then augmented
+Encoder inputs: real images through the runtime's preprocessing, each first as it is, then augmented
 (training.augment: small rotation / shift / scale, brightness, contrast; never a flip) until `samples`
-inputs exist. Decoder: the (token, h, c, features, mask) of every step the Keras model takes while the
-runtime's own decode loop (runtime.decoding, beam 3) writes reports for those same studies, so the int8
-ranges are those of real decoding, not noise.
+inputs exist. Decoder inputs: the (token, h, c, features, mask) of every step the Keras model takes while
+the runtime's own decode loop (runtime.decoding, beam 3) writes reports for those studies (real and
+augmented), so the int8 ranges are those of real decoding, not noise.
 
     cal = collect(reference, studies, cfg, samples=200, seed=42)
     cal.encoder_dataset()   # -> iterator of {"image": (1, S, S, 3)}
@@ -206,8 +206,8 @@ def collect(reference, studies: list[ImageStudy], cfg: Config, special: SpecialI
         "encoder_plain": plain,
         "encoder_augmented": len(images) - plain,
         "augmentation": {**asdict(prep.aug), "seed": seed, "preprocess": "runtime.preprocess then training.augment"},
-        "decoder_decode": f"runtime.decoding beam {CALIBRATION_BEAM} over the Keras model (TensorFlow), study variants in "
-                          f"seeded random order; every row of every step recorded, then a seeded random subset kept",
+        "decoder_decode": f"runtime.decoding beam {CALIBRATION_BEAM} over the Keras model, study variants in seeded "
+                          "random order; every row of every step recorded, then a seeded random subset kept",
         "decoder_studies": len(decoded),
         "decoder_steps_recorded": len(steps),
         "decoder_samples": len(kept),

@@ -13,6 +13,7 @@ images, no or several modes).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 from pathlib import Path
@@ -55,6 +56,8 @@ def convert(
         flags = " | ".join(m.flag for m in MODES.values())
         _fail(f"choose exactly one mode: {flags}" + (f" (got {len(chosen)})" if chosen else ""), EXIT_USAGE)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if importlib.util.find_spec("tensorflow") is None:
+        _fail("edgecap convert needs TensorFlow: pip install 'edgecap[train]'", EXIT_USAGE)
     from edgecap.convert.export import ConversionError
     from edgecap.convert.pipeline import ConvertError, convert_run
     from edgecap.convert.verify import table

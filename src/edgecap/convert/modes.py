@@ -83,8 +83,10 @@ class Mode:
 # float32 differs from Keras only by operation order;
 # float16 rounds weights to 11 significant bits (~5e-4 relative per weight), which accumulates over the
 # encoder's 16 blocks to 1-1.7 % feature-map error on EfficientNet-Lite0 (measured), 0.02 % on the tiny CNN.
-# The int8 and dynamic error bounds are loose on purpose: they catch a broken conversion (a swapped input,
-# a wrong scale gives errors near 1.0), while token agreement on real images is the test that matters.
+# The bounds of quantized parts are loose on purpose: they catch a broken conversion (a zero or scrambled
+# output has relative error >= 1), while agreement of the reports on real images is the test that matters.
+# EfficientNet-Lite0 measured: dynamic-range encoder 0.18-0.27, int8 encoder 0.34-0.48; int8 decoder logits
+# 0.01-0.06.
 _EXACT = dict(min_identical=1.0, tie_margin=0.0)
 DECODER_FLOAT_OPS = ("SOFTMAX", "MUL", "SUM", "DIV", "ADD", "TANH", "LOGISTIC", "RESHAPE")
 MODES: dict[str, Mode] = {m.name: m for m in (
@@ -99,7 +101,7 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     # two next tokens. It is not held to less than int8 either: its activations stay float, so its drift is
     # at most int8's.
     Mode("dynamic", "--dynamic", "dynamic", Part("dynamic"), Part("dynamic"),
-         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.25, max_logit_error=0.25), False,
+         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25), False,
          "int8 weights, float activations, no calibration; TF 2.21 writes FULLY_CONNECTED v12 / CONV_2D v5, "
          "which tflite-runtime 2.14 cannot load"),
     # int8 decoder (both int8 modes): the matrix products (FULLY_CONNECTED: attention query, LSTM kernels,
@@ -122,7 +124,7 @@ MODES: dict[str, Mode] = {m.name: m for m in (
          "float16 encoder + int8 decoder (matrix products int8, element-wise math float32), the decoder "
          "calibrated on steps recorded while Keras decodes real and augmented images; float32 inputs and outputs"),
     Mode("int8-full", "--int8-full", "int8full", Part("int8"), Part("int8", DECODER_FLOAT_OPS),
-         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.5, max_logit_error=0.25), True,
+         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25), True,
          "int8 encoder (calibrated on real and augmented images) + the int8 decoder of mode int8: smallest and "
          "fastest, but EfficientNet-Lite0 drifts in int8; use it only where verification passes"),
 )}
@@ -137,11 +139,12 @@ def by_name(name: str) -> Mode:
 
 def table_rows() -> list[list[str]]:
     """One row per mode, for help texts and reports."""
-    rows = [["mode", "flag", "encoder", "decoder", "identical >=", "feature err <=", "logit err <=", "tflite-runtime 2.14"]]
+    rows = [["mode", "flag", "encoder", "decoder", "identical >=", "feature err <=", "logit err <=",
+             "tflite-runtime 2.14"]]
     for m in MODES.values():
         t = m.thresholds
-        rows.append([m.name, m.flag, _describe(m.encoder), _describe(m.decoder), f"{t.min_identical:.0%}", f"{t.max_feature_error:g}",
-                     f"{t.max_logit_error:g}", "yes" if m.tflite_runtime_214 else "no"])
+        rows.append([m.name, m.flag, _describe(m.encoder), _describe(m.decoder), f"{t.min_identical:.0%}",
+                     f"{t.max_feature_error:g}", f"{t.max_logit_error:g}", "yes" if m.tflite_runtime_214 else "no"])
     return rows
 
 

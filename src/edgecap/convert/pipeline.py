@@ -19,7 +19,7 @@ from typing import Callable
 from edgecap.convert.modes import Mode, by_name
 from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
 
-DEFAULT_SAMPLES = 200  # encoder calibration inputs (real images first, then augmentations)
+DEFAULT_SAMPLES = 200  # calibration images (real first, then augmentations): encoder inputs, decoded by Keras
 DECODER_SAMPLES = 2000  # recorded decoder steps used to calibrate an int8 decoder
 VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
 
@@ -38,9 +38,11 @@ class ConvertResult:
 
 
 def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | Path | None = None,
-                samples: int = DEFAULT_SAMPLES, verify_studies: int = VERIFY_STUDIES, num_threads: int | None = None,
-                decoder_samples: int = DECODER_SAMPLES,
-                notice: str = DEFAULT_NOTICE, log: Callable[[str], None] = print) -> ConvertResult:
+                samples: int = DEFAULT_SAMPLES, decoder_samples: int = DECODER_SAMPLES,
+                verify_studies: int = VERIFY_STUDIES, num_threads: int | None = None, notice: str = DEFAULT_NOTICE,
+                log: Callable[[str], None] = print) -> ConvertResult:
+    """Convert and verify one mode. Raises ConvertError (bad inputs), convert.export.ConversionError (the
+    converter failed or wrote forbidden ops). Verification failing is not an exception: result.passed."""
     from edgecap.convert import calibration as cal
     from edgecap.convert.bundle_writer import build_manifest, write_model
     from edgecap.convert.export import ConversionError, convert_model, export_views
@@ -69,7 +71,8 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     except SourceError as e:
         raise ConvertError(str(e)) from None
     prep = cal.ImagePrep(cfg, seed)
-    checked, problems = cal.readable_studies(choose(verify_pool.studies, verify_studies, ("test", "val", "train"), seed), prep)
+    picked = choose(verify_pool.studies, verify_studies, ("test", "val", "train"), seed)  # held-out splits first
+    checked, problems = cal.readable_studies(picked, prep)
     for p in problems:
         log(f"warning: unreadable verification image skipped: {p}")
     if not checked:
@@ -77,7 +80,7 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
 
     calib, facts = None, None
     if m.needs_calibration:
-        log(f"calibration: {samples} encoder inputs from {cal_pool.describe()}")
+        log(f"calibration: {samples} images (real, then augmented) from {cal_pool.describe()}")
         cal_studies = choose(cal_pool.studies, samples, ("train", "val", "test"), seed)
         try:
             calib = cal.collect(reference, cal_studies, cfg, special, samples, seed, decoder_samples,
@@ -99,7 +102,8 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
         rep = None
         if setting.precision == "int8":
             rep = calib.encoder_dataset if part == "encoder" else calib.decoder_dataset
-        log(f"converting {part} ({setting.precision}{', float32 ' + '/'.join(setting.float_ops) if setting.float_ops else ''})")
+        kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
+        log(f"converting {part} ({setting.precision}{kept})")
         data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
         files[part] = write_model(out, part, m, data)
         bad = op_problems(files[part].op_versions)
@@ -112,7 +116,7 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     manifest.save(out)
 
     bundle = Bundle.load(out, num_threads)
-    log(f"verifying on {len(checked)} studies of {verify_pool.describe()} (interpreter: {bundle.interpreter_name})")
+    log(f"verifying on {len(checked)} studies of {verify_pool.describe()} ({bundle.interpreter_name})")
     manifest.verification = verify(bundle, reference, checked, m.thresholds, seed)
     manifest.verification["source"] = verify_pool.describe()
     manifest.save(out)

@@ -127,7 +127,8 @@ def verify(bundle: Bundle, reference, studies: list[ImageStudy], thresholds: Thr
             tie = gap < t.tie_margin
             ties += tie
             differences.append({"uid": st.uid, "decode": beam_key(b), "tie_gap": round(gap, 4),
-                                "near_tie": tie, "keras": bundle.vocab.render(ids[b]), "bundle": bundle.vocab.render(got)})
+                                "near_tie": tie, "keras": bundle.vocab.render(ids[b]),
+                                "bundle": bundle.vocab.render(got)})
         reports[beam_key(b)] = {"identical": same, "near_ties": ties, "total": n,
                                 "identical_share": same / n if n else 0.0,
                                 "share": (same + ties) / n if n else 0.0}
@@ -158,8 +159,8 @@ def table(v: dict) -> list[list[str]]:
     t, ok = v["thresholds"], v["checks"]
     e, s = v["encoder"], v["decoder_step"]
     rows = [["stage", "measure", "value", "threshold", "status"],
-            ["encoder", f"feature map ||error|| / ||keras||, worst of {v['images']} images", f"{e['relative_error']:.2g}",
-             f"<= {t['max_feature_error']:g}", _status(ok["encoder"])],
+            ["encoder", f"feature map ||error|| / ||keras||, worst of {v['images']} images",
+             f"{e['relative_error']:.2g}", f"<= {t['max_feature_error']:g}", _status(ok["encoder"])],
             ["encoder", "max abs feature error", f"{e['max_abs_error']:.3g} (max |keras| {e['max_abs_reference']:.3g})",
              "", "info"],
             ["decoder step", f"max abs logit error, {s['rows']} real steps",
@@ -170,7 +171,7 @@ def table(v: dict) -> list[list[str]]:
         tie = f" + {r['near_ties']} near tie" if r["near_ties"] else ""
         rows.append([f"reports {k}", f"token-identical to Keras, {r['total']} studies",
                      f"{r['identical']}{tie} = {r['share']:.0%}",
-                     f">= {t['min_identical']:.0%}" + (f" (ties < {t['tie_margin']:g} nats)" if t["tie_margin"] else ""),
+                     f">= {t['min_identical']:.0%}" + (f", ties < {t['tie_margin']:g} nats" if t["tie_margin"] else ""),
                      _status(ok[f"reports_{k}"])])
     for k, share in v["decoder_only_identical"].items():
         rows.append([f"reports {k}", "decoder only, on Keras features", f"{share:.0%}", "", "info"])

@@ -69,14 +69,16 @@ class Bundle:
             manifest = Manifest.load(root)
         except ManifestError as e:
             raise BundleError(str(e)) from None
-        for where, ref in [(f"{part} model", f) for part, f in manifest.files.items()] + [("vocabulary", manifest.vocab)]:
+        refs = [(f"{part} model", f) for part, f in manifest.files.items()] + [("vocabulary", manifest.vocab)]
+        for where, ref in refs:  # every checksum before any interpreter sees a file
             _check_file(root, where, ref.path, ref.sha256, ref.bytes)
         try:
             vocab = Vocabulary.load(root / manifest.vocab.path)
         except (ValueError, KeyError) as e:
             raise BundleError(f"{root / manifest.vocab.path}: {e}") from None
         if len(vocab) != manifest.decoder.vocab_size:
-            raise BundleError(f"{root}: vocab.json has {len(vocab)} tokens, the manifest says {manifest.decoder.vocab_size}")
+            raise BundleError(f"{root}: vocab.json has {len(vocab)} tokens, the manifest says "
+                              f"{manifest.decoder.vocab_size}")
         special = SpecialIds.from_vocab(vocab)
         expected = {"bos": special.bos, "eos": special.eos, "sep": special.sep}
         if any(manifest.special.get(k) != v for k, v in expected.items()):
@@ -129,7 +131,8 @@ class Bundle:
             set_(self._h, h[r:r + 1])
             set_(self._c, c[r:r + 1])
             invoke()
-            logits[r], h2[r], c2[r], att[r] = get(self._logits)[0], get(self._h_out)[0], get(self._c_out)[0], get(self._att)[0]
+            logits[r], h2[r], c2[r] = get(self._logits)[0], get(self._h_out)[0], get(self._c_out)[0]
+            att[r] = get(self._att)[0]
         return logits, h2, c2, att
 
     def __repr__(self) -> str:

@@ -77,14 +77,16 @@ class SignatureModel:
         self._in = {k: d["index"] for k, d in self.inputs.items()}
         self._out = {k: d["index"] for k, d in self.outputs.items()}
         # the interpreter's own bound methods, by tensor index: the fast path for loops (Bundle.step)
-        self.set_tensor, self.get_tensor, self.invoke = interpreter.set_tensor, interpreter.get_tensor, interpreter.invoke
+        self.set_tensor, self.get_tensor = interpreter.set_tensor, interpreter.get_tensor
+        self.invoke = interpreter.invoke
 
     @classmethod
     def load(cls, model: str | Path | bytes, num_threads: int | None = None) -> "SignatureModel":
         """A .tflite path or its bytes -> SignatureModel on the first available interpreter."""
         interp_cls, package = interpreter_class()
-        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
-        return cls(interp_cls(num_threads=num_threads, **kwargs), package)
+        if isinstance(model, (bytes, bytearray)):
+            return cls(interp_cls(model_content=bytes(model), num_threads=num_threads), package)
+        return cls(interp_cls(model_path=str(model), num_threads=num_threads), package)
 
     def index(self, name: str, output: bool = False) -> int:
         """Tensor index of a signature input (or output) name."""

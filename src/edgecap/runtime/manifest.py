@@ -227,7 +227,8 @@ def _fields(d: dict, cls, where: str) -> dict:
 
 
 def _tensors(d: dict) -> dict[str, TensorSpec]:
-    return {role: TensorSpec(str(t["name"]), tuple(int(s) for s in t["shape"]), str(t["dtype"])) for role, t in d.items()}
+    return {role: TensorSpec(str(t["name"]), tuple(int(s) for s in t["shape"]), str(t["dtype"]))
+            for role, t in d.items()}
 
 
 def _model_file(part: str, d: dict) -> ModelFile:
