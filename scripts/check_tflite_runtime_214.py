@@ -2,7 +2,7 @@
 """Do bundles run on tflite-runtime 2.14 (the last tflite-runtime, numpy < 2) as they do on ai-edge-litert?
 
     python scripts/check_tflite_runtime_214.py bundles/demo-float32 bundles/demo-float16 bundles/demo-int8 \
-        bundles/demo-dynamic [--venv .venv-tflite214] [--images DIR]
+        bundles/demo-dynamic [--venv PATH] [--images DIR]
 
 1. Here (ai-edge-litert): every image is prepared once (runtime.preprocess) and saved as .npy, so the other
    side needs neither OpenCV nor the image files; each bundle writes greedy and beam-3 token ids to JSON.
@@ -148,7 +148,8 @@ def _yn(b: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundles", nargs="+", help="bundle folders (edgecap convert), all from the same run")
-    ap.add_argument("--venv", type=Path, default=ROOT / ".venv-tflite214", help="venv for tflite-runtime 2.14")
+    ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "edgecap" / "venv-tflite-runtime-2.14",
+                    help="venv for tflite-runtime 2.14 (created on first use, outside the repository)")
     ap.add_argument("--images", type=Path, default=None, help="folder of images (default: the packaged sample)")
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)  # worker: where to write tokens
     ap.add_argument("--inputs", default=None, help=argparse.SUPPRESS)  # worker: prepared inputs

@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bundle_cache import TEST_SAMPLES, converted
+from bundle_cache import converted
 from edgecap.convert.modes import MODES, PRECISIONS, Thresholds, by_name, table_rows
 
 ALL_MODES = list(MODES)
@@ -103,13 +103,15 @@ def test_file_sizes_follow_precision(overfit_run, tmp_path_factory):
 @pytest.mark.tf
 @pytest.mark.slow
 def test_int8_calibration_is_real_and_recorded(overfit_run, tmp_path_factory):
+    from edgecap.convert.pipeline import DECODER_SAMPLES, DEFAULT_SAMPLES
+
     for mode in ("int8", "int8-full"):
         r = converted(overfit_run[0], mode, tmp_path_factory)
         cal = r.manifest.calibration
-        assert cal["encoder_samples"] == TEST_SAMPLES and cal["real_images"] == 13 and cal["studies"] == 11
-        assert cal["encoder_plain"] == 13 and cal["encoder_augmented"] == TEST_SAMPLES - 13
+        assert cal["encoder_samples"] == DEFAULT_SAMPLES and cal["real_images"] == 13 and cal["studies"] == 11
+        assert cal["encoder_plain"] == 13 and cal["encoder_augmented"] == DEFAULT_SAMPLES - 13
         assert cal["augmentation"]["horizontal_flip"] is False and cal["augmentation"]["seed"] == 42
-        assert cal["decoder_samples"] == 1000 and cal["decoder_steps_recorded"] >= 2000
+        assert cal["decoder_samples"] == DECODER_SAMPLES and cal["decoder_steps_recorded"] >= 2 * DECODER_SAMPLES
         assert any("distinct real images" in w for w in cal["warnings"])  # 13 images: warned, in manifest and log
         assert any(line.startswith("warning: only 13 distinct real images") for line in r.log)
         assert r.manifest.files["decoder_step"].precision == "int8"
