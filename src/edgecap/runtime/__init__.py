@@ -1,5 +1,8 @@
-"""Device-safe runtime: numpy, OpenCV and a TFLite interpreter only. Never imports TensorFlow.
+"""Device-safe runtime: numpy, OpenCV and a TFLite interpreter only. Never imports TensorFlow (the
+interpreter module falls back to tf.lite only when neither ai-edge-litert nor tflite-runtime is installed).
 
-preprocess (the one image contract), text + vocab (the one text contract), decoding (greedy / beam over
-a step protocol). Training, conversion, bench, app and API all import these.
+preprocess (the one image contract), text + vocab (the one text contract), decoding (greedy / beam over a
+step protocol), features (view fusion), manifest + bundle + interpreter (a bundle read through its manifest),
+captioner + report (image -> Report), dicom, sanity (not-a-chest-X-ray checks), batch (resumable batch
+output). Training, conversion, bench, app and API all import these.
 """
