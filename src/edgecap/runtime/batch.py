@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 from edgecap.labeler import OBSERVATIONS
-from edgecap.runtime.report import Report
+from edgecap.runtime.report import ATTENTION_DECIMALS, Report
 from edgecap.runtime.sanity import NOT_CXR_CODES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CXR = 0, 1, 2, 3
@@ -306,7 +306,7 @@ class BatchSummary:
 
 
 def run_batch(captioner, paths: list[Path], sink: Sink, beam: int = 3, lateral: Optional[Path] = None,
-              retry_errors: bool = False, progress: bool = True, attention_decimals: Optional[int] = 3,
+              retry_errors: bool = False, progress: bool = True, attention_decimals: Optional[int] = ATTENTION_DECIMALS,
               attention: bool = True, log: Callable[[str], None] | None = None) -> BatchSummary:
     """Caption every path not already in `sink`, writing one record each. Never raises for a bad input:
     it becomes an error record and a line through `log` (stderr by default)."""

@@ -33,6 +33,7 @@ import numpy as np
 from edgecap.runtime.sanity import NOT_CXR_CODES
 
 FORMAT = "edgecap-report/1"
+ATTENTION_DECIMALS = 3  # attention weights in JSON output (caption CLI and HTTP API alike)
 LABEL_NAMES = {1: "positive", 0: "negative", -1: "uncertain", None: None}
 
 

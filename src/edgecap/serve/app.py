@@ -35,12 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecap import __version__
+from edgecap.runtime.report import ATTENTION_DECIMALS
 from edgecap.serve.limits import PROBLEM_MEDIA_TYPE, REQUEST_ID_KEY, InferencePool, Problem, RequestLimits, check_image
 from edgecap.serve.settings import Settings
 
 log = logging.getLogger("edgecap.serve")
 
-ATTENTION_DECIMALS = 3  # as `edgecap caption --format json` (runtime.batch.run_batch); tests compare the two
 MAX_BEAM = 5
 REPORTS_PATH, BUNDLE_PATH, HEALTH_PATH = "/v1/reports", "/v1/bundle", "/v1/health"
 DOCS_ASSETS = "/docs-assets"
