@@ -259,3 +259,31 @@ def test_step_overhead_is_small(int8_bundle):
     invoke = per_call(b.decoder.invoke)
     print(f"int8 step {step * 1e6:.0f} us, of which invoke {invoke * 1e6:.0f} us")
     assert step - invoke < 100e-6  # measured ~10 us of Python per step here
+
+
+def test_bound_features():
+    """Bundle.step copies the (features, mask) memory into the interpreter once per report (it keeps its value
+    across invokes): the results equal a fresh bundle's, and a new features array is always picked up."""
+    from edgecap.resources import sample_dir
+    from edgecap.runtime import preprocess
+    from edgecap.runtime.bundle import Bundle
+    from edgecap.runtime.captioner import default_bundle_path
+    from edgecap.runtime.features import fuse_views
+
+    b = Bundle.load(default_bundle_path())
+    images = sorted((sample_dir() / "images").glob("*.png"))[:2]
+    memories = [fuse_views([b.encode(preprocess.load(p, b.image_size, b.mean, b.std))], b.max_views) for p in images]
+    tok = np.array([b.special.bos], np.int32)
+    h = np.zeros((1, b.hidden_size), np.float32)
+
+    def fresh(f, m):
+        return Bundle.load(default_bundle_path()).step(tok, h, h, f, m)[0]
+
+    first = b.step(tok, h, h, *memories[0])[0]
+    for _ in range(3):  # more steps with the same memory: not copied again, same answer
+        assert np.array_equal(b.step(tok, h, h, *memories[0])[0], first)
+    second = b.step(tok, h, h, *memories[1])[0]  # another study: its memory replaces the first
+    assert np.array_equal(first, fresh(*memories[0])) and np.array_equal(second, fresh(*memories[1]))
+    assert not np.array_equal(first, second)
+    f2 = memories[1][0].copy()  # an equal copy is a different object: copied again, same result
+    assert np.array_equal(b.step(tok, h, h, f2, memories[1][1])[0], second)

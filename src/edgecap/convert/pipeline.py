@@ -110,8 +110,9 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
         if bad:
             raise ConversionError(f"{part}: {'; '.join(bad)}")
     rd = RunDir(run)
+    weights = rd.best if rd.best.is_file() else rd.head  # head.weights.npz: frozen pretrained backbone
     source = {"run": str(Path(run).resolve()), "config_hash": cfg.model_hash(), "config": cfg.to_dict(),
-              "weights": rd.best.name, "weights_sha256": sha256_file(rd.best)}
+              "weights": weights.name, "weights_sha256": sha256_file(weights)}
     manifest = build_manifest(out, m, cfg, vocab, files, model.positions, source, facts, notice)
     manifest.save(out)
 

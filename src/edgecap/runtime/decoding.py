@@ -9,6 +9,7 @@ B = beams decoded together.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -94,54 +95,70 @@ def beam_search(
     if beam < 1:
         raise ValueError("beam must be >= 1")
     hsz = model.hidden_size
-    # live hypotheses: parallel lists
+    # live hypotheses: parallel lists. Per step the work is vectorised over (B, V) once; the per-candidate
+    # loop touches only the 2 x beam best candidates (Python overhead is measured by `edgecap bench`).
     scores = np.zeros(1)
     seqs: list[list[int]] = [[]]
     atts: list[list[np.ndarray]] = [[]]
     h = np.zeros((1, hsz), np.float32)
     c = np.zeros_like(h)
     finished: list[tuple[float, list[int], list[np.ndarray]]] = []
+    banned = list(special.banned)
+    eos, k = special.eos, 2 * beam
     steps = 0
+    tokens = np.array([special.bos], np.int32)
     for t in range(max_len + 1):
-        tokens = np.array([s[-1] if s else special.bos for s in seqs], np.int32)
         logits, h, c, att = model.step(tokens, h, c, features, mask)
         steps += 1
-        logp = _log_softmax(np.asarray(logits, np.float64))
-        logp[:, list(special.banned)] = -np.inf
-        if block_trigrams:
+        cand = _log_softmax(np.asarray(logits, np.float64))  # (B, V) log-probabilities ...
+        cand[:, banned] = -np.inf
+        if block_trigrams and t >= 3:
             for b, s in enumerate(seqs):
-                for tok in _blocked_by_trigrams(s, special.sep):
-                    logp[b, tok] = -np.inf
+                blocked = _blocked_by_trigrams(s, special.sep)
+                if blocked:
+                    cand[b, list(blocked)] = -np.inf
         if t == max_len:  # out of room: every live hypothesis must end here
-            only_eos = np.full_like(logp, -np.inf)
-            only_eos[:, special.eos] = logp[:, special.eos]
-            logp = only_eos
-        cand = scores[:, None] + logp  # (B, V)
-        flat = np.argsort(-cand, axis=None)[: 2 * beam]
+            end = cand[:, eos].copy()
+            cand.fill(-np.inf)
+            cand[:, eos] = end
+        cand += scores[:, None]  # ... plus each hypothesis's score
+        v = cand.shape[1]
+        flat = _top_k(cand.ravel(), k)
         new_rows, new_scores, new_seqs, new_atts = [], [], [], []
-        for idx in flat:
-            b, tok = divmod(int(idx), cand.shape[1])
-            score = float(cand[b, tok])
-            if not np.isfinite(score):
+        for idx, score in zip(flat.tolist(), cand.ravel()[flat].tolist()):
+            if score == -math.inf:
                 break
-            if tok == special.eos:
+            b, tok = divmod(idx, v)
+            if tok == eos:
                 finished.append((score, seqs[b], atts[b]))
             else:
                 new_rows.append(b)
                 new_scores.append(score)
                 new_seqs.append(seqs[b] + [tok])
                 new_atts.append(atts[b] + [att[b]])
-            if len(new_rows) == beam:
-                break
-        best_finished = max((f[0] for f in finished), default=-np.inf)
-        if not new_rows or (len(finished) >= beam and best_finished >= max(new_scores)):
+                if len(new_rows) == beam:
+                    break
+        if not new_rows or (len(finished) >= beam and max(f[0] for f in finished) >= new_scores[0]):
             break
-        rows = np.array(new_rows)
-        scores, seqs, atts, h, c = np.array(new_scores), new_seqs, new_atts, h[rows], c[rows]
+        scores, seqs, atts = np.array(new_scores), new_seqs, new_atts
+        if new_rows != list(range(len(seqs))):
+            rows = np.array(new_rows)
+            h, c = h[rows], c[rows]
+        tokens = np.array([s[-1] for s in seqs], np.int32)
     if finished:
         score, ids, a = max(finished, key=lambda f: f[0])
         return Decoded(ids, _stack(a, mask), score, steps)
     return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0]), steps, finished=False)
+
+
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first, ties broken by the lower index. argpartition + a sort of
+    k items instead of sorting all B x V candidates (the beam's largest Python-side cost per step)."""
+    if k < len(values):
+        idx = np.argpartition(-values, k - 1)[:k]
+    else:
+        idx = np.arange(len(values))
+    return idx[np.lexsort((idx, -values[idx]))]
 
 
 def _blocked_by_trigrams(seq: list[int], sep: int = -1) -> set[int]:
