@@ -150,7 +150,10 @@ def test_manifest_describes_the_bundle(overfit_run, tmp_path_factory):
         assert f["min_runtime"]["tflite-runtime"] == "2.14.0"
     dec = raw["files"]["decoder_step"]
     assert dec["inputs"]["h"]["name"] == "h" and dec["outputs"]["h"]["name"] == "h_out"
-    assert dec["inputs"]["token"] == {"name": "token", "shape": [1], "dtype": "int32"}
+    # one call advances a beam of 3 hypotheses (convert.pipeline.STEP_BATCH); the image memory is one study's
+    assert dec["inputs"]["token"] == {"name": "token", "shape": [3], "dtype": "int32"}
+    assert dec["inputs"]["h"]["shape"] == [3, 128] and dec["outputs"]["logits"]["shape"][0] == 3
+    assert dec["inputs"]["features"]["shape"][0] == 1 and dec["inputs"]["mask"]["shape"][0] == 1
     assert raw["runtime"]["tflite_runtime_2_14"] is True
     dyn = converted(run, "dynamic", tmp_path_factory).manifest
     assert dyn.runtime["tflite_runtime_2_14"] is False and dyn.files["encoder"].min_runtime["tflite-runtime"] is None

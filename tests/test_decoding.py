@@ -90,3 +90,64 @@ def test_fuse_views():
         fuse_views([None, None], 2)
     with pytest.raises(ValueError):
         fuse_views([np.ones((4, 3)), np.ones((5, 3))], 2)
+
+
+def _reference_beam_search(model, features, mask, special, max_len, beam=3):
+    """The straightforward beam search (full sort, trigram blocking by rescanning each hypothesis), kept as
+    the definition the optimised runtime.decoding.beam_search must reproduce token for token."""
+    from edgecap.runtime.decoding import _blocked_by_trigrams, _log_softmax
+
+    scores, seqs, h = np.zeros(1), [[]], np.zeros((1, model.hidden_size), np.float32)
+    c, finished = h.copy(), []
+    for t in range(max_len + 1):
+        tokens = np.array([s[-1] if s else special.bos for s in seqs], np.int32)
+        logits, h, c, _ = model.step(tokens, h, c, features, mask)
+        logp = _log_softmax(np.asarray(logits, np.float64))
+        logp[:, list(special.banned)] = -np.inf
+        for b, s in enumerate(seqs):
+            for tok in _blocked_by_trigrams(s, special.sep):
+                logp[b, tok] = -np.inf
+        if t == max_len:
+            only = np.full_like(logp, -np.inf)
+            only[:, special.eos] = logp[:, special.eos]
+            logp = only
+        cand = scores[:, None] + logp
+        rows, new_scores, new_seqs = [], [], []
+        for idx in np.argsort(-cand, axis=None, kind="stable")[: 2 * beam]:
+            b, tok = divmod(int(idx), cand.shape[1])
+            score = float(cand[b, tok])
+            if not np.isfinite(score):
+                break
+            if tok == special.eos:
+                finished.append((score, seqs[b]))
+            else:
+                rows.append(b), new_scores.append(score), new_seqs.append(seqs[b] + [tok])
+            if len(rows) == beam:
+                break
+        if not rows or (len(finished) >= beam and max(f[0] for f in finished) >= max(new_scores)):
+            break
+        scores, seqs, h, c = np.array(new_scores), new_seqs, h[rows], c[rows]
+    return max(finished, key=lambda f: f[0])[1] if finished else seqs[0]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_beam_search_matches_the_reference_definition(seed):
+    """Random sparse Markov tables with loops (so trigram blocking fires often) and a separator token."""
+    rng = np.random.default_rng(seed)
+    table = {}
+    for prev in range(V):
+        nxt = rng.choice(np.arange(2, V), size=3, replace=False)
+        p = rng.dirichlet(np.ones(3))
+        table[prev] = dict(zip(nxt.tolist(), p.tolist()))
+    m = TableStep(table)
+    special = SpecialIds(BOS, EOS, (PAD, BOS, UNK), sep=int(rng.integers(4, V)))
+    def score(ids):  # sum of log-probabilities of ids then <eos> under the table
+        logp = m.logits - np.log(np.exp(m.logits).sum(axis=1, keepdims=True))
+        path = [BOS] + ids + [EOS]
+        return sum(logp[a, b] for a, b in zip(path, path[1:]))
+
+    for beam in (1, 2, 3, 5):
+        got = beam_search(m, FEATS, MASK, special, 25, beam=beam)
+        ref = _reference_beam_search(m, FEATS, MASK, special, 25, beam=beam)
+        if got.ids != ref:  # only an exact tie (the same transitions in another order) may differ
+            assert abs(score(got.ids) - score(ref)) < 1e-9 and sorted(got.ids) == sorted(ref), (seed, beam)

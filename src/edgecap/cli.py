@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from edgecap import __version__
+from edgecap.benchmarks.cli import bench as bench_command
 from edgecap.caption_cli import caption as caption_command
 from edgecap.convert.cli import convert as convert_command
 from edgecap.edge_app.cli import app_command
@@ -28,6 +29,7 @@ app.command("caption")(caption_command)
 app.command("convert")(convert_command)
 app.command("serve")(serve_command)
 app.command("app", help="The point-of-care app (Kivy), or a headless screenshot of a report.")(app_command)
+app.command("bench")(bench_command)
 app.command("label", help="Label reports for 14 CheXpert-style observations (rule-based proxy).")(label_command)
 
 

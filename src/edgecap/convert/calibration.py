@@ -8,7 +8,7 @@ augmented), so the int8 ranges are those of real decoding, not noise.
 
     cal = collect(reference, studies, cfg, samples=200, seed=42)
     cal.encoder_dataset()   # -> iterator of {"image": (1, S, S, 3)}
-    cal.decoder_dataset()   # -> iterator of {"token", "h", "c", "features", "mask"} (batch 1 each)
+    cal.decoder_dataset(3)  # -> iterator of {"token", "h", "c", "features", "mask"} (rows repeated to 3)
     cal.facts               # what goes into manifest["calibration"]
 """
 
@@ -109,9 +109,14 @@ class Calibration:
         for x in self.images:
             yield {"image": x[None]}
 
-    def decoder_dataset(self) -> Iterator[dict[str, np.ndarray]]:
+    def decoder_dataset(self, batch: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Recorded rows; for a step model of `batch` rows each row is repeated `batch` times (the
+        per-tensor ranges int8 calibration collects are those of the rows themselves)."""
         for i in range(len(self.steps)):
-            yield self.steps.row(i)
+            r = self.steps.row(i)
+            if batch > 1:
+                r = {k: v if k in ("features", "mask") else np.repeat(v, batch, axis=0) for k, v in r.items()}
+            yield r
 
 
 class ImagePrep:

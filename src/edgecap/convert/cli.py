@@ -47,6 +47,8 @@ def convert(
     verify_studies: int = typer.Option(50, "--verify-studies", min=1, help="Studies whose reports are "
                                        "compared with the Keras model's (test split first)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads for verification."),
+    step_batch: int = typer.Option(3, "--step-batch", min=1, help="Rows of one decoder call: a beam of this size "
+                                   "advances in one call (smaller beams are padded; 1 = fastest greedy)."),
     **modes: bool,
 ) -> None:
     """Convert a trained run to an edge bundle (encoder + decoder step .tflite, vocab, manifest) and verify it
@@ -65,7 +67,8 @@ def convert(
 
     try:
         r = convert_run(run, out, chosen[0], calibration=calibration, samples=samples, verify_studies=verify_studies,
-                        num_threads=threads, decoder_samples=decoder_samples, log=typer.echo)
+                        num_threads=threads, decoder_samples=decoder_samples, log=typer.echo,
+                        step_batch=step_batch)
     except ConvertError as e:
         _fail(str(e), EXIT_USAGE)
     except (ConversionError, BundleError) as e:

@@ -3,7 +3,7 @@
     parts = export_views(model)                      # {"encoder": keras.Model, "decoder_step": keras.Model}
     data = convert_model(parts["decoder_step"], "int8", representative=lambda: iter(dicts))
 
-Only `tf.lite.TFLiteConverter.from_keras_model` on the batch-1 one-step model converts all four precisions
+Only `tf.lite.TFLiteConverter.from_keras_model` on the fixed-batch one-step model converts all four precisions
 without WHILE or Flex ops (`model.export(format="litert")` silently enables Flex; concrete functions drop
 Keras 3 weights). The converter prints a SavedModel listing to stdout: it is captured, not shown.
 Needs TensorFlow.
@@ -27,12 +27,13 @@ class ConversionError(RuntimeError):
     """The TFLite converter failed or produced a model an edge runtime cannot run."""
 
 
-def export_views(model: CaptionModel) -> dict[str, keras.Model]:
-    """The two batch-1 models a bundle holds, with signature names the manifest records:
-    encoder image (1, S, S, 3) -> {"features": (1, P, D)}; decoder_step as CaptionModel.step_model()."""
+def export_views(model: CaptionModel, step_batch: int = 1) -> dict[str, keras.Model]:
+    """The two models a bundle holds, with signature names the manifest records: encoder image (1, S, S, 3)
+    -> {"features": (1, P, D)}; decoder_step as CaptionModel.step_model(step_batch) (fixed shapes: no
+    dynamic-shape ops, the same op list for every batch)."""
     enc = model.encoder_model()
     encoder = keras.Model(enc.inputs, {"features": enc.outputs[0]}, name="encoder")
-    return {"encoder": encoder, "decoder_step": model.step_model()}
+    return {"encoder": encoder, "decoder_step": model.step_model(step_batch)}
 
 
 def convert_model(model: keras.Model, precision: str,

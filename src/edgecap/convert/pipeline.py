@@ -22,6 +22,9 @@ from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
 DEFAULT_SAMPLES = 200  # calibration images (real first, then augmentations): encoder inputs, decoded by Keras
 DECODER_SAMPLES = 2000  # recorded decoder steps used to calibrate an int8 decoder
 VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
+# Rows of the decoder step model: one call advances a whole beam of this size (the caption default, beam 3);
+# a smaller batch is padded, a larger beam takes several calls (runtime.bundle.Bundle.step).
+STEP_BATCH = 3
 
 
 class ConvertError(ValueError):
@@ -40,7 +43,7 @@ class ConvertResult:
 def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | Path | None = None,
                 samples: int = DEFAULT_SAMPLES, decoder_samples: int = DECODER_SAMPLES,
                 verify_studies: int = VERIFY_STUDIES, num_threads: int | None = None, notice: str = DEFAULT_NOTICE,
-                log: Callable[[str], None] = print) -> ConvertResult:
+                log: Callable[[str], None] = print, step_batch: int = STEP_BATCH) -> ConvertResult:
     """Convert and verify one mode. Raises ConvertError (bad inputs), convert.export.ConversionError (the
     converter failed or wrote forbidden ops). Verification failing is not an exception: result.passed."""
     from edgecap.convert import calibration as cal
@@ -58,6 +61,8 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     m = by_name(mode)
     if samples < 1:
         raise ConvertError("--samples must be at least 1")
+    if step_batch < 1:
+        raise ConvertError("--step-batch must be at least 1")
     try:
         cfg, vocab, model = load_model(run)
     except FileNotFoundError as e:
@@ -97,11 +102,11 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for part, keras_model in export_views(model).items():
+    for part, keras_model in export_views(model, step_batch).items():
         setting = m.part(part)
         rep = None
         if setting.precision == "int8":
-            rep = calib.encoder_dataset if part == "encoder" else calib.decoder_dataset
+            rep = calib.encoder_dataset if part == "encoder" else (lambda: calib.decoder_dataset(step_batch))
         kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
         log(f"converting {part} ({setting.precision}{kept})")
         data = convert_model(keras_model, setting.precision, rep, setting.float_ops)

@@ -9,8 +9,9 @@ Every file's sha256 is checked against the manifest BEFORE an interpreter sees i
 tampered .tflite is a BundleError naming the file, never a crash inside the interpreter. Then each model's
 signature is checked against the tensors the manifest promises (names, shapes, dtypes).
 
-`Bundle` implements runtime.decoding.StepModel; its models take batch 1, so `step` runs one interpreter
-call per row (beam) with the shared features and mask set once per call.
+`Bundle` implements runtime.decoding.StepModel. The decoder step model takes a fixed number of rows
+(`step_batch`, 3 by default: a whole beam-3 step in one interpreter call; 1 in older bundles); `step` pads a
+smaller batch and splits a larger one. The shared features and mask are copied in once per report.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Bundle:
         self._logits, self._h_out, self._c_out, self._att = (
             decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention"))
         self._bound: tuple = (None, None)  # the (features, mask) objects last copied into the decoder
+        # rows of one decoder call: B (convert.pipeline.STEP_BATCH, 3), or 1 in bundles converted before
+        # whole-beam steps. The features and mask inputs are always one study's: (1, N, D), (1, N).
+        self.step_batch = int(dec.inputs["token"].shape[0])
+        self._pad_buffers: tuple | None = None
 
     # ---- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -117,23 +122,31 @@ class Bundle:
             set_(self._feats, np.ascontiguousarray(features[None], np.float32))
             set_(self._mask, np.ascontiguousarray(mask[None], np.float32))
             self._bound = (features, mask)
-        if b == 1:
+        rows = self.step_batch
+        if b == rows:  # the common case: a full beam in one call
             set_(self._token, tokens)
             set_(self._h, h)
             set_(self._c, c)
             invoke()
             return get(self._logits), get(self._h_out), get(self._c_out), get(self._att)
-        logits = np.empty((b, self.vocab_size), np.float32)
-        h2, c2 = np.empty_like(h), np.empty_like(c)
-        att = np.empty((b, len(mask)), np.float32)
-        for r in range(b):
-            set_(self._token, tokens[r:r + 1])
-            set_(self._h, h[r:r + 1])
-            set_(self._c, c[r:r + 1])
+        if b < rows:  # greedy, or a beam not yet full: pad with copies of the last row, keep the first b
+            self._pad(tokens, h, c, b)
             invoke()
-            logits[r], h2[r], c2[r] = get(self._logits)[0], get(self._h_out)[0], get(self._c_out)[0]
-            att[r] = get(self._att)[0]
-        return logits, h2, c2, att
+            return get(self._logits)[:b], get(self._h_out)[:b], get(self._c_out)[:b], get(self._att)[:b]
+        parts = [self.step(tokens[i:i + rows], h[i:i + rows], c[i:i + rows], features, mask)
+                 for i in range(0, b, rows)]  # a beam wider than the model: several calls
+        return tuple(np.concatenate(x) for x in zip(*parts))
+
+    def _pad(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, b: int) -> None:
+        """Set the decoder's row inputs from b < step_batch rows (preallocated buffers, no per-step allocation)."""
+        if self._pad_buffers is None:
+            rows = self.step_batch
+            self._pad_buffers = (np.empty(rows, np.int32), np.empty((rows, self.hidden_size), np.float32),
+                                 np.empty((rows, self.hidden_size), np.float32))
+        for buf, src, index in zip(self._pad_buffers, (tokens, h, c), (self._token, self._h, self._c)):
+            buf[:b] = src
+            buf[b:] = src[b - 1]
+            self.decoder.set_tensor(index, buf)
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, mode={self.manifest.mode!r}, interpreter={self.interpreter_name!r})"

@@ -95,52 +95,65 @@ def beam_search(
     if beam < 1:
         raise ValueError("beam must be >= 1")
     hsz = model.hidden_size
-    # live hypotheses: parallel lists. Per step the work is vectorised over (B, V) once; the per-candidate
-    # loop touches only the 2 x beam best candidates (Python overhead is measured by `edgecap bench`).
-    scores = np.zeros(1)
+    # Live hypotheses as parallel lists. Per step the arithmetic is vectorised over (B, V) once; the Python
+    # loop touches only the 2 x beam best candidates, and trigram blocking looks up a per-hypothesis map
+    # (first two tokens of each trigram -> third tokens) instead of rescanning the sequence. `edgecap bench`
+    # measures what this loop costs next to the interpreter (its decode split).
+    scores = np.zeros((1, 1))
     seqs: list[list[int]] = [[]]
     atts: list[list[np.ndarray]] = [[]]
+    grams: list[dict[tuple[int, int], frozenset]] = [{}]
     h = np.zeros((1, hsz), np.float32)
     c = np.zeros_like(h)
     finished: list[tuple[float, list[int], list[np.ndarray]]] = []
     banned = list(special.banned)
-    eos, k = special.eos, 2 * beam
+    eos, sep, k = special.eos, special.sep, 2 * beam
     steps = 0
     tokens = np.array([special.bos], np.int32)
     for t in range(max_len + 1):
         logits, h, c, att = model.step(tokens, h, c, features, mask)
         steps += 1
-        cand = _log_softmax(np.asarray(logits, np.float64))  # (B, V) log-probabilities ...
+        cand = np.array(logits, np.float64)  # (B, V), a copy: the step's outputs are not modified
+        top = cand.max(axis=1, keepdims=True)
+        # score + log-softmax in one pass: cand - logsumexp(cand) + score
+        cand += scores - top - np.log(np.exp(cand - top).sum(axis=1, keepdims=True))
         cand[:, banned] = -np.inf
         if block_trigrams and t >= 3:
             for b, s in enumerate(seqs):
-                blocked = _blocked_by_trigrams(s, special.sep)
+                blocked = grams[b].get((s[-2], s[-1]))
                 if blocked:
                     cand[b, list(blocked)] = -np.inf
         if t == max_len:  # out of room: every live hypothesis must end here
             end = cand[:, eos].copy()
             cand.fill(-np.inf)
             cand[:, eos] = end
-        cand += scores[:, None]  # ... plus each hypothesis's score
         v = cand.shape[1]
-        flat = _top_k(cand.ravel(), k)
-        new_rows, new_scores, new_seqs, new_atts = [], [], [], []
-        for idx, score in zip(flat.tolist(), cand.ravel()[flat].tolist()):
+        flat = cand.ravel()
+        best = _top_k(flat, k)
+        new_rows, new_scores, new_seqs, new_atts, new_grams = [], [], [], [], []
+        for idx, score in zip(best.tolist(), flat[best].tolist()):
             if score == -math.inf:
                 break
             b, tok = divmod(idx, v)
             if tok == eos:
                 finished.append((score, seqs[b], atts[b]))
-            else:
-                new_rows.append(b)
-                new_scores.append(score)
-                new_seqs.append(seqs[b] + [tok])
-                new_atts.append(atts[b] + [att[b]])
-                if len(new_rows) == beam:
-                    break
+                continue
+            s = seqs[b]
+            new_rows.append(b)
+            new_scores.append(score)
+            new_seqs.append(s + [tok])
+            new_atts.append(atts[b] + [att[b]])
+            g = grams[b]
+            if block_trigrams and len(s) >= 2 and tok != sep and sep not in (s[-2], s[-1]):
+                g = dict(g)  # copy-on-write: sibling hypotheses share their parent's map
+                key = (s[-2], s[-1])
+                g[key] = g.get(key, frozenset()) | {tok}
+            new_grams.append(g)
+            if len(new_rows) == beam:
+                break
         if not new_rows or (len(finished) >= beam and max(f[0] for f in finished) >= new_scores[0]):
             break
-        scores, seqs, atts = np.array(new_scores), new_seqs, new_atts
+        scores, seqs, atts, grams = np.array(new_scores)[:, None], new_seqs, new_atts, new_grams
         if new_rows != list(range(len(seqs))):
             rows = np.array(new_rows)
             h, c = h[rows], c[rows]
@@ -148,21 +161,28 @@ def beam_search(
     if finished:
         score, ids, a = max(finished, key=lambda f: f[0])
         return Decoded(ids, _stack(a, mask), score, steps)
-    return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0]), steps, finished=False)
+    return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0, 0]), steps, finished=False)
 
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values, largest first, ties broken by the lower index. argpartition + a sort of
-    k items instead of sorting all B x V candidates (the beam's largest Python-side cost per step)."""
-    if k < len(values):
-        idx = np.argpartition(-values, k - 1)[:k]
+    """Indices of the k largest values, largest first, ties broken by the lower index (as a stable sort of
+    all B x V candidates would): argpartition + a sort of k items; an exact tie at the k-th value (rare with
+    real logits) takes the lowest indices."""
+    n = len(values)
+    if k >= n:
+        idx = np.arange(n)
     else:
-        idx = np.arange(len(values))
+        idx = np.argpartition(values, n - k)[n - k:]
+        kth = values[idx].min()
+        if np.count_nonzero(values == kth) > 1:  # which of the tied values argpartition kept is arbitrary
+            above = np.flatnonzero(values > kth)
+            idx = np.concatenate([above, np.flatnonzero(values == kth)[:k - len(above)]])
     return idx[np.lexsort((idx, -values[idx]))]
 
 
 def _blocked_by_trigrams(seq: list[int], sep: int = -1) -> set[int]:
-    """Tokens that would complete a trigram already present in seq (trigrams with `sep` never count)."""
+    """Tokens that would complete a trigram already present in seq (trigrams with `sep` never count).
+    The reference definition of what beam_search's incremental map blocks (tests compare the two)."""
     if len(seq) < 3 or sep in seq[-2:]:
         return set()
     prefix = (seq[-2], seq[-1])

@@ -83,7 +83,7 @@ class CaptionModel(keras.Model):
         features, mask = self.features(maps, inputs["view_mask"])
         return self.decoder.unroll(inputs["tokens"], features, mask, training=training)
 
-    # ---- export views (batch 1, one image / one step) ---------------------------------------------
+    # ---- export views (one image; one step of a fixed number of rows) ----------------------------------
     def encoder_model(self) -> keras.Model:
         """(1, S, S, 3) -> (1, P, D): one view; the runtime fuses views (runtime.features.fuse_views)."""
         s = self.cfg.image.size
@@ -92,12 +92,16 @@ class CaptionModel(keras.Model):
         f = self.project(ops.reshape(m, (1, self.positions, self.map_channels)))
         return keras.Model(img, f, name="encoder")
 
-    def step_model(self) -> keras.Model:
+    def step_model(self, batch: int = 1) -> keras.Model:
+        """One decoder step for `batch` hypotheses sharing one image memory:
+        token (B,), h (B, H), c (B, H), features (1, N, D), mask (1, N) -> logits (B, V), h_out, c_out (B, H),
+        attention (B, N). The attention broadcasts the one memory over the B rows, so a beam of B advances in
+        ONE interpreter call (the runtime pads a smaller batch); the memory is not copied per row."""
         n = self.cfg.max_views * self.positions
         d, h = self.cfg.encoder.feature_dim, self.cfg.decoder.hidden
-        token = keras.Input((), batch_size=1, dtype="int32", name="token")
-        hin = keras.Input((h,), batch_size=1, name="h")
-        cin = keras.Input((h,), batch_size=1, name="c")
+        token = keras.Input((), batch_size=batch, dtype="int32", name="token")
+        hin = keras.Input((h,), batch_size=batch, name="h")
+        cin = keras.Input((h,), batch_size=batch, name="c")
         feats = keras.Input((n, d), batch_size=1, name="features")
         mask = keras.Input((n,), batch_size=1, name="mask")
         logits, h2, c2, att = self.decoder(token, hin, cin, feats, mask)
