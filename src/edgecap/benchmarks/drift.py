@@ -1,0 +1,107 @@
+"""Report drift of each variant against the Keras reference, under the same decode loop and inputs.
+
+Per variant (reports from the bench's first thread count, beam as set):
+    identical        share of inputs whose tokens equal the Keras model's exactly
+    nlg              BLEU-1..4 / METEOR / ROUGE-L / CIDEr against the real studies' findings (inputs that have
+                     findings), and `relative`: (variant - keras) / keras for each
+    clinical         agreement of the rule-based labeler's 14 labels with the Keras report's labels
+                     (share of (report, observation) pairs equal, share of reports with all 14 equal), and
+                     clinical efficacy against the references (micro / macro F1, positive vs rest), with the
+                     change relative to Keras
+    differing        the inputs whose report differs, with both texts (to read what changed)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from edgecap.labeler import Labeler
+from edgecap.labeler.labeler import OBSERVATIONS
+
+NLG_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
+
+
+def add_drift(variants: list[dict], inputs, log: Callable[[str], None] = print) -> None:
+    """Set v["drift"] on every variant with reports (and drop the raw reports); the Keras compiled row is
+    the reference (its own drift: identical 1.0, relative 0)."""
+    ref = next((v for v in variants if v["kind"] == "keras" and not v.get("eager") and v.get("_reports")), None)
+    names = [i.name for i in inputs.inputs]
+    refs = {i.name: i.reference for i in inputs.inputs if i.reference}
+    labeler = Labeler.default()
+    if ref is None:
+        for v in variants:
+            v.pop("_reports", None)
+            v["drift"] = {"status": "unavailable", "reason": "no Keras reference reports (no --run, or it failed)"}
+        return
+    ref_text = {n: r["text"] for n, r in zip(names, ref["_reports"])}
+    ref_tokens = {n: r["tokens"] for n, r in zip(names, ref["_reports"])}
+    ref_labels = {n: labeler.label(t) for n, t in ref_text.items()}
+    scorer, pipeline_note = _scorer(log)
+    try:
+        ref_nlg = _nlg(scorer, refs, ref_text)
+        ref_ce = _clinical(refs, ref_text, labeler)
+        for v in variants:
+            reports = v.pop("_reports", None)
+            if reports is None:
+                v["drift"] = {"status": "unavailable", "reason": v.get("error") or "no reports"}
+                continue
+            if v.get("drift_note"):
+                v["drift"] = {"status": "unavailable", "reason": v["drift_note"]}
+                continue
+            mine = {n: r for n, r in zip(names, reports)}
+            common = [n for n in names if n in mine]
+            same = [n for n in common if mine[n]["tokens"] == ref_tokens[n]]
+            texts = {n: mine[n]["text"] for n in common}
+            d: dict = {"status": "ok", "n": len(common), "identical": len(same) / len(common),
+                       "identical_count": len(same),
+                       "differing": [{"input": n, "text": texts[n], "keras": ref_text[n]}
+                                     for n in common if n not in same][:20]}
+            labels = {n: labeler.label(t) for n, t in texts.items()}
+            pairs = [(labels[n][o], ref_labels[n][o]) for n in common for o in OBSERVATIONS]
+            d["clinical"] = {
+                "label_agreement": sum(a == b for a, b in pairs) / len(pairs),
+                "reports_all_labels_equal": sum(labels[n] == ref_labels[n] for n in common) / len(common),
+            }
+            scored = {n: t for n, t in texts.items() if n in refs}
+            if len(scored) >= 10 and not v.get("eager"):
+                nlg = _nlg(scorer, {n: refs[n] for n in scored}, scored)
+                d["nlg"] = {**nlg, "n": len(scored), "pipeline": pipeline_note}
+                d["relative"] = {k: (nlg[k] - ref_nlg[k]) / ref_nlg[k] if ref_nlg.get(k) else None
+                                 for k in NLG_KEYS if k in nlg}
+                ce = _clinical({n: refs[n] for n in scored}, scored, labeler)
+                d["clinical"].update(ce)
+                d["clinical"]["relative_micro_f1"] = ((ce["micro_f1"] - ref_ce["micro_f1"]) / ref_ce["micro_f1"]
+                                                      if ref_ce["micro_f1"] else None)
+            else:
+                d["nlg_note"] = ("eager Keras is decoded on a few inputs only (it is slow): token identity only"
+                                 if v.get("eager") else f"{len(scored)} inputs with findings: too few for NLG scores")
+            v["drift"] = d
+    finally:
+        if scorer is not None:
+            scorer.close()
+
+
+def _scorer(log):
+    """One NLGScorer for all variants (one METEOR JVM); without Java, BLEU / ROUGE-L / CIDEr on plain
+    tokens (the report's own tokenisation) and no METEOR, said in every variant's nlg.pipeline."""
+    from edgecap.evaluation.nlg import NLGScorer, java_available
+
+    if java_available():
+        return NLGScorer(), "pycocoevalcap+ptb"
+    log("warning: no Java: METEOR skipped, BLEU / ROUGE-L / CIDEr without the PTB tokenizer")
+    return NLGScorer(tokenize=False, meteor=False), "pycocoevalcap (no Java: no METEOR)"
+
+
+def _nlg(scorer, refs: dict[str, str], hyps: dict[str, str]) -> dict:
+    keys = [k for k in refs if k in hyps]
+    scores = scorer.score({k: refs[k] for k in keys}, {k: hyps[k] or "." for k in keys})
+    return {k: float(scores[k]) for k in NLG_KEYS if k in scores}
+
+
+def _clinical(refs: dict[str, str], hyps: dict[str, str], labeler) -> dict:
+    from edgecap.evaluation.clinical import clinical_scores
+
+    keys = [k for k in refs if k in hyps]
+    s = clinical_scores({k: refs[k] for k in keys}, {k: hyps[k] for k in keys}, labeler)
+    return {"micro_f1": s["micro"]["f1"], "macro_f1": s["macro"]["f1"], "micro_precision": s["micro"]["precision"],
+            "micro_recall": s["micro"]["recall"]}

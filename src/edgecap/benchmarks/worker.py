@@ -1,0 +1,315 @@
+"""One measurement in a fresh process: `python -m edgecap.benchmarks.worker TASK.json OUT.json`.
+
+Every figure of `edgecap bench` comes from a child process of its own, as LiteRT's `benchmark_model` runs
+one model per process: memory figures are then the model's, not the bench's; thread counts are set before
+any runtime starts (TensorFlow fixes its thread pools at first use); and a LiteRT child never imports
+TensorFlow. Tasks (TASK.json "kind"):
+
+    model     one .tflite file: the five benchmark_model figures (initialisation, first inference, warm-up
+              average, steady-state average, memory) at `threads`
+    keras     the Keras encoder and decoder step of a run, compiled (tf.function) and eager: the same figures
+    reports   whole reports (read + sanity + preprocess + encoder + decode loop + labeler, i.e.
+              runtime.captioner.Captioner.caption) over a list of studies, on a bundle or on the Keras run,
+              with per-stage times, the decode loop split into interpreter calls / tensor copies / Python,
+              and each report's tokens (for drift)
+    peak      a dense matrix-multiply model (benchmarks.throughput): the CPU's reachable peak
+
+A failure is written as {"status": "failed", "error": ...}: the parent shows it in the variant's row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc; ru_maxrss elsewhere), MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB: VmHWM of /proc/self/status on Linux.
+
+    Not ru_maxrss: Linux carries the parent's peak RSS across fork + exec into the child's ru_maxrss, so a
+    child of the bench (which holds TensorFlow, ~900 MB) would report the bench's memory, not its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+
+def summary(times_ms: list[float]) -> dict:
+    """Latency list -> {n, mean_ms, p50_ms, p95_ms, min_ms, max_ms, std_ms}."""
+    a = np.asarray(times_ms, np.float64)
+    if not len(a):
+        return {"n": 0}
+    return {"n": int(len(a)), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)),
+            "p95_ms": float(np.percentile(a, 95)), "min_ms": float(a.min()), "max_ms": float(a.max()),
+            "std_ms": float(a.std())}
+
+
+def five_figures(init, call, warmup_runs: int, min_runs: int, min_seconds: float, max_runs: int) -> dict:
+    """benchmark_model's figures for any model: init() loads it, call() runs one inference.
+
+    -> {init_ms, first_ms, warmup_ms (mean of warm-up runs), steady {n, mean_ms, p50_ms, p95_ms, ...},
+        memory {baseline_mb, init_mb (RSS growth by init), overall_mb (RSS growth by the end),
+        peak_mb (peak RSS growth)}}"""
+    base = rss_mb()
+    t0 = time.perf_counter()
+    init()
+    t1 = time.perf_counter()
+    init_mem = rss_mb() - base
+    call()
+    t2 = time.perf_counter()
+    warm = []
+    for _ in range(warmup_runs):
+        s = time.perf_counter()
+        call()
+        warm.append((time.perf_counter() - s) * 1e3)
+    steady: list[float] = []
+    start = time.perf_counter()
+    while len(steady) < max_runs and (len(steady) < min_runs or time.perf_counter() - start < min_seconds):
+        s = time.perf_counter()
+        call()
+        steady.append((time.perf_counter() - s) * 1e3)
+    return {"status": "ok", "init_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
+            "warmup_ms": float(np.mean(warm)) if warm else None, "steady": summary(steady),
+            "memory": {"baseline_mb": base, "init_mb": init_mem, "overall_mb": rss_mb() - base,
+                       "peak_mb": peak_rss_mb() - base}}
+
+
+# ---- tasks -----------------------------------------------------------------------------------------------
+def step_inputs(batch: int, hidden: int, positions: int, feature_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of one decoder call for timing: `batch` rows of <bos> and zero state (a beam), one study's
+    non-negative features (the encoder ends in ReLU) with one view present. Step latency does not depend on
+    the values (no data-dependent control flow in the step graph)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((1, positions), np.float32)
+    mask[:, :positions // 2 or positions] = 1.0
+    return {"token": np.full((batch,), 1, np.int32), "h": np.zeros((batch, hidden), np.float32),
+            "c": np.zeros((batch, hidden), np.float32),
+            "features": np.abs(rng.normal(size=(1, positions, feature_dim))).astype(np.float32), "mask": mask}
+
+
+BEAM_ROWS = 3  # Keras step timings use a beam-3 call, as the bundles' decoder_step (convert.pipeline.STEP_BATCH)
+
+
+def task_model(t: dict) -> dict:
+    """One .tflite file at t["threads"]: its input is a real prepared X-ray (encoder) or step_inputs (decoder)."""
+    from edgecap.runtime.interpreter import SignatureModel
+
+    holder: dict = {}
+    path = Path(t["path"])
+
+    def init():
+        holder["m"] = m = SignatureModel.load(path, num_threads=t["threads"])
+        feeds = {}
+        for name, d in m.inputs.items():
+            if name == "image":
+                from edgecap.runtime import preprocess
+
+                s = d["shape"][1]
+                feeds[name] = preprocess.load(t["image"], s, t["mean"], t["std"])[None]
+            else:
+                feeds[name] = None
+        if any(v is None for v in feeds.values()):
+            ins = m.inputs
+            step = step_inputs(ins["token"]["shape"][0], ins["h"]["shape"][1], ins["features"]["shape"][1],
+                               ins["features"]["shape"][2])
+            feeds = {k: step[k] for k in ins}
+            holder["rows"] = ins["token"]["shape"][0]
+        for k, v in feeds.items():
+            m.set(k, v)
+
+    def call():
+        holder["m"].invoke()
+
+    r = t["runs"]
+    out = five_figures(init, call, r["warmup"], r["min_runs"], r["min_seconds"], r["max_runs"])
+    out["interpreter"] = holder["m"].package
+    out["rows"] = holder.get("rows", 1)  # decoder: rows advanced per call (a beam of this size)
+    return out
+
+
+def task_keras(t: dict) -> dict:
+    """Five figures of the Keras encoder and step, compiled (tf.function, traced at first call) and eager."""
+    _tf_threads(t["threads"])
+    from edgecap.training.keras_step import KerasBundle
+    from edgecap.training.run_dir import load_model
+
+    t0 = time.perf_counter()
+    base = rss_mb()
+    cfg, vocab, model = load_model(t["run"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    from edgecap.runtime import preprocess
+
+    image = preprocess.load(t["image"], cfg.image.size, cfg.image.mean, cfg.image.std)
+    x = step_inputs(BEAM_ROWS, cfg.decoder.hidden, cfg.max_views * model.positions, cfg.encoder.feature_dim)
+    out: dict = {"load_ms": load_ms, "load_mb": rss_mb() - base, "tensorflow": _tf_version()}
+    for variant in ("compiled", "eager"):
+        holder: dict = {}
+        r = dict(t["runs"])
+        if variant == "eager":  # 10-100x slower: fewer runs, same figures
+            r = {**r, "min_runs": max(3, r["min_runs"] // 10), "max_runs": max(5, r["max_runs"] // 10)}
+
+        def init_enc():
+            holder["b"] = KerasBundle(model, vocab, t["run"], eager=variant == "eager")
+
+        out[f"{variant}_encoder"] = five_figures(init_enc, lambda: holder["b"].encode(image), r["warmup"],
+                                                 r["min_runs"], r["min_seconds"], r["max_runs"])
+        b = holder["b"]
+        feats, mask = x["features"][0], x["mask"][0]
+        out[f"{variant}_decoder_step"] = {**five_figures(
+            lambda: None, lambda: b.step(x["token"], x["h"], x["c"], feats, mask), r["warmup"],
+            r["min_runs"] * 5, r["min_seconds"], r["max_runs"] * 5), "rows": BEAM_ROWS}
+    return out
+
+
+def task_reports(t: dict) -> dict:
+    """Whole reports through runtime.captioner.Captioner, on a bundle (t["bundle"]) or a Keras run
+    (t["keras_run"], t["eager"]). -> init, first report, per-report latencies and stages, decode split, tokens."""
+    keras = "keras_run" in t
+    if keras:
+        _tf_threads(t["threads"])
+    from edgecap.runtime.captioner import Captioner
+
+    base = rss_mb()
+    t0 = time.perf_counter()
+    if keras:
+        from edgecap.training.keras_step import KerasBundle
+        from edgecap.training.run_dir import load_model
+
+        cfg, vocab, model = load_model(t["keras_run"])
+        captioner = Captioner(KerasBundle(model, vocab, t["keras_run"], eager=t.get("eager", False)))
+    else:
+        captioner = Captioner.from_bundle(t["bundle"], num_threads=t["threads"])
+    init_ms = (time.perf_counter() - t0) * 1e3
+    init_mb = rss_mb() - base
+    beam = t["beam"]
+    studies = t["inputs"]
+    first = captioner.caption(studies[0][0], studies[0][1], beam=beam)  # first report: lazy allocations, tracing
+    first_ms = first.timings["total_ms"]
+    warm = [captioner.caption(f, l, beam=beam).timings["total_ms"] for f, l in studies[:t.get("warmup", 2)]]
+    rows, totals = [], []
+    for frontal, lateral in studies:
+        rep = captioner.caption(frontal, lateral, beam=beam)
+        tm = rep.timings
+        totals.append(tm["total_ms"])
+        rows.append({"tokens": rep.tokens, "text": rep.text, "total_ms": tm["total_ms"],
+                     "steps": tm["decoder_steps"], "flagged": rep.flagged,
+                     "stages": {k: tm[k] for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms",
+                                                   "decoder_ms", "labeler_ms")}})
+    stages = {k: float(np.mean([r["stages"][k] for r in rows])) for k in rows[0]["stages"]}
+    split = decode_split(captioner, studies[:t.get("split_inputs", 20)], beam, keras)
+    return {"init_ms": init_ms, "init_mb": init_mb, "first_ms": first_ms,
+            "warmup_ms": float(np.mean(warm)) if warm else None, "latency": summary(totals),
+            "stages_mean_ms": stages, "decode_split": split, "reports": rows,
+            "memory": {"overall_mb": rss_mb() - base, "peak_mb": peak_rss_mb() - base, "peak_rss_mb": peak_rss_mb()},
+            "interpreter": captioner.bundle.interpreter_name}
+
+
+def decode_split(captioner, studies, beam: int, keras: bool) -> dict:
+    """Re-run reports with the decoder's calls timed: where the decode loop's time goes.
+
+    interpreter_ms: inside invoke() (LiteRT) or the compiled graph call (Keras); tensor_io_ms: set_tensor /
+    get_tensor copies (LiteRT only); python_ms: the rest of the loop (numpy log-softmax, beam bookkeeping,
+    trigram blocking, argument conversion). Timing wrappers add ~1 us per call, counted as Python: the
+    Python share is slightly overstated, never understated."""
+    b = captioner.bundle
+    acc = {"interpreter": 0.0, "io": 0.0, "calls": 0}
+    perf = time.perf_counter
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            s = perf()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[key] += perf() - s
+                if key == "interpreter":
+                    acc["calls"] += 1
+        return wrapper
+
+    if keras:
+        original = {"_step": b._step}
+        b._step = timed(b._step, "interpreter")
+        target = b
+    else:
+        target = b.decoder
+        original = {"invoke": target.invoke, "set_tensor": target.set_tensor, "get_tensor": target.get_tensor}
+        target.invoke = timed(target.invoke, "interpreter")
+        target.set_tensor = timed(target.set_tensor, "io")
+        target.get_tensor = timed(target.get_tensor, "io")
+    decode_ms = 0.0
+    steps = 0
+    try:
+        for frontal, lateral in studies:
+            rep = captioner.caption(frontal, lateral, beam=beam)
+            decode_ms += rep.timings["decoder_ms"]
+            steps += rep.timings["decoder_steps"]
+    finally:
+        for k, v in original.items():
+            setattr(target, k, v)
+    n = max(1, len(studies))
+    interp, io = acc["interpreter"] * 1e3 / n, acc["io"] * 1e3 / n
+    total = decode_ms / n
+    python = max(0.0, total - interp - io)
+    return {"reports": len(studies), "decode_ms": total, "interpreter_ms": interp, "tensor_io_ms": io,
+            "python_ms": python, "calls_per_report": acc["calls"] / n, "steps_per_report": steps / n,
+            "overhead_share": (total - interp) / total if total else None}
+
+
+def task_peak(t: dict) -> dict:
+    from edgecap.benchmarks import throughput
+
+    r = throughput.peak(t["peak"], t["threads"], t.get("seconds", 1.0))
+    return {**r, "shape": list(r["shape"])}
+
+
+def _tf_threads(n: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+TASKS = {"model": task_model, "keras": task_keras, "reports": task_reports, "peak": task_peak}
+
+
+def main(argv: list[str]) -> int:
+    task_path, out_path = argv
+    task = json.loads(Path(task_path).read_text())
+    try:
+        result = {"status": "ok", **TASKS[task["kind"]](task)}
+    except Exception as e:  # noqa: BLE001 - reported as the variant's status, with the traceback kept
+        result = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    result["tensorflow_imported"] = "tensorflow" in sys.modules
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,236 @@
+"""`edgecap bench`: a real --quick run of the CLI (schema, one row per variant, a failing variant as a status,
+a live --check), --check exit codes on a saved result, the input set, and the measuring pieces on their own.
+
+The quick run measures the shipped default bundle against its reference run (the Keras model it was
+converted from, shipped head weights + the ImageNet backbone) on 20 studies derived from the real sample, plus
+a corrupted copy of the same bundle that must come back as a failed row while the others are measured.
+No assertion on any time or memory figure (machines here are noisy): only that each was measured and is sane.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecap.benchmarks import checks
+from edgecap.benchmarks.inputs import TRANSFORMS, build_inputs, derive
+from edgecap.resources import sample_dir
+from edgecap.runtime.captioner import default_bundle_path
+
+SCHEMA = Path(__file__).parents[1] / "src" / "edgecap" / "benchmarks" / "bench.schema.json"
+
+
+def _validate(result: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(result), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message[:200]}" for e in errors[:10])
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One `edgecap bench --quick` of the default bundle + a corrupted copy, with a --check on the good row."""
+    d = tmp_path_factory.mktemp("bench")
+    broken = d / "broken"
+    shutil.copytree(default_bundle_path(), broken)
+    dec = broken / "decoder_step_int8.tflite"
+    data = bytearray(dec.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the sha256 check must refuse the bundle
+    dec.write_bytes(bytes(data))
+    out = d / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecap.cli", "bench", "--quick", "--bundle", "default", "--bundle", str(broken),
+         "--json", str(out), "--markdown", str(d / "bench.md"), "--plot", str(d / "bench.png"),
+         "--check", "default:identical>=0.5,default:rss_mb<4000"],
+        capture_output=True, text=True, timeout=900)
+    return proc, out, d
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_quick_run_schema_rows_and_failed_variant(quick_run):
+    proc, out, d = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    result = json.loads(out.read_text())
+    _validate(result)
+    assert result["settings"]["quick"] and result["settings"]["threads"] == [1]
+    assert result["inputs"]["count"] >= 20 and "derived" in result["inputs"]["description"]
+    rows = {v["name"]: v for v in result["variants"]}
+    assert set(rows) == {"keras", "keras-eager", "default", "broken"}
+    # the corrupted bundle is a status in its row, not a crash
+    assert rows["broken"]["status"] == "failed" and "sha256" in rows["broken"]["error"]
+    good = rows["default"]
+    assert good["status"] == "ok" and good["mode"] == "int8"
+    for part in ("encoder", "decoder_step"):
+        f = good["models"][part]["1"]
+        assert f["status"] == "ok" and f["steady"]["n"] >= 10 and 0 < f["steady"]["p50_ms"] <= f["steady"]["max_ms"]
+        assert f["interpreter"] == "ai-edge-litert"
+    rep = good["report"]["1"]
+    assert rep["latency"]["n"] == result["inputs"]["count"] and rep["latency"]["p50_ms"] <= rep["latency"]["p95_ms"]
+    assert rep["tensorflow_imported"] is False  # LiteRT children never load TensorFlow
+    split = rep["decode_split"]
+    assert 0 < split["overhead_share"] < 1 and split["interpreter_ms"] < split["decode_ms"]
+    assert split["calls_per_report"] >= split["steps_per_report"]  # beam 3: up to 3 invokes per step
+    # drift: Keras against itself is exact; the bundle's figures are real shares
+    assert rows["keras"]["drift"]["identical"] == 1.0
+    assert 0.5 <= good["drift"]["identical"] <= 1.0 and good["drift"]["n"] == result["inputs"]["count"]
+    assert set(good["drift"]["nlg"]) >= {"bleu4", "rouge_l", "cider"}
+    assert 0.0 <= good["drift"]["clinical"]["label_agreement"] <= 1.0
+    # process figures of a TensorFlow-free caption process, and the CPU peak the encoder is compared with
+    assert good["process"]["status"] == "ok" and good["process"]["tensorflow_blocked"]
+    assert 10 < good["process"]["peak_rss_mb"] < 4000
+    assert result["peak"]["int8"]["status"] == "ok" and result["peak"]["int8"]["threads"]["1"]["gops"] > 0
+    assert good["throughput"]["encoder_macs"] > 300e6  # EfficientNet-Lite0 at 224 px
+    assert "1" in result["ratios"]["default"]["speedup_vs_keras"]
+    # the live --check passed, and every output file was written
+    assert result["checks"] and all(c["passed"] for c in result["checks"])
+    assert (d / "bench.png").stat().st_size > 10_000
+    md = (d / "bench.md").read_text()
+    assert "| default |" in md and "| broken |" in md and "sha256" in md
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_terminal_table_has_one_row_per_variant(quick_run):
+    proc, out, _ = quick_run
+    table = proc.stdout.split("\n\n")[0].splitlines()
+    names = [line.split()[0] for line in table[2:]]
+    assert names == ["keras", "keras-eager", "default", "broken"]
+    assert "failed" in table[-1]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgecap.cli", "bench", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_check_exit_codes(quick_run):
+    _, out, _ = quick_run
+    src = str(out)
+    assert _bench("--from", src, "--check", "default:identical>=0").returncode == 0
+    p = _bench("--from", src, "--check", "default:identical>1.01")
+    assert p.returncode == 1 and "FAIL default" in p.stdout
+    p = _bench("--from", src, "--check", "broken:speedup>=1")  # a failed variant never passes a gate
+    assert p.returncode == 1 and "not measured" in p.stdout
+    p = _bench("--from", src, "--check", "targets")  # no float32 row: size_ratio cannot be measured -> fail
+    assert p.returncode == 1 and "size_ratio" in p.stdout
+    for bad in ("identical=0.9", "int8:speed>=5", ""):
+        p = _bench("--from", src, "--check", bad)
+        assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_check_usage_errors_without_measuring(tmp_path):
+    p = _bench("--bundle", str(tmp_path / "nope"))
+    assert p.returncode == 2 and "no such bundle folder" in p.stderr
+    (tmp_path / "x.json").write_text("{}")
+    p = _bench("--from", str(tmp_path / "x.json"))
+    assert p.returncode == 2 and "not an edgecap bench result" in p.stderr
+    p = _bench("--threads", "0,2")
+    assert p.returncode == 2 and "--threads" in p.stderr
+
+
+def test_check_parsing_and_evaluation():
+    parsed = checks.parse("int8:identical>=0.95, speedup>5 ,rss_mb<200")
+    assert [str(c) for c in parsed] == ["int8:identical>=0.95", "speedup>5", "rss_mb<200"]
+    assert len(checks.parse("targets")) == len(checks.TARGETS.split(","))
+    result = {"settings": {"threads": [2]}, "variants": [
+        {"name": "a", "kind": "bundle", "mode": "int8", "status": "ok",
+         "drift": {"identical": 0.97, "relative": {"bleu4": -0.02}}, "process": {"status": "ok", "peak_rss_mb": 90.0,
+                                                                                 "cold_start_ms": {"p50_ms": 900}}},
+        {"name": "b", "kind": "bundle", "mode": "float32", "status": "failed", "error": "boom"},
+        {"name": "keras", "kind": "keras", "mode": None, "status": "ok"}],
+        "ratios": {"a": {"speedup_vs_keras": {"2": 6.0}, "size_vs_float32": 0.4, "python_share": {"2": 0.2}}}}
+    out = {(c["variant"], c["check"]): c for c in checks.evaluate(result, checks.parse(
+        "int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,size_ratio<=0.5,python_share<=0.3"))}
+    assert out[("a", "int8:identical>=0.95")]["passed"]
+    assert not out[("a", "int8:bleu4_drop<=0.01")]["passed"]  # 2 % worse than Keras
+    assert out[("a", "int8:speedup>=5")]["value"] == 6.0
+    assert out[("a", "size_ratio<=0.5")]["passed"]
+    assert not out[("b", "size_ratio<=0.5")]["passed"] and "boom" in out[("b", "size_ratio<=0.5")]["note"]
+    assert ("keras", "python_share<=0.3") not in out  # checks apply to bundle rows
+    miss = checks.evaluate(result, checks.parse("int8-full:identical>=0.9"))
+    assert miss == [{"check": "int8-full:identical>=0.9", "variant": "int8-full", "value": None, "passed": False,
+                     "note": "no bundle row matches this variant"}]
+    for bad in ("identical", "x:identical>=", "identical>=0.9x", "foo>=1"):
+        with pytest.raises(checks.CheckSyntaxError):
+            checks.parse(bad)
+
+
+def test_inputs_derive_from_real_studies(tmp_path):
+    s = build_inputs(sample_dir(), tmp_path, minimum=100, seed=0)
+    d = s.describe()
+    assert d["count"] >= 100 and d["real_studies"] == 10 and d["real_images"] == 11
+    assert d["transforms"]["original"] == 10 and sum(d["transforms"].values()) == d["count"]
+    assert set(d["transforms"]) == set(TRANSFORMS)
+    by_uid = {}
+    for i in s.inputs:
+        by_uid.setdefault(i.uid, set()).add(i.reference)
+        assert Path(i.frontal).is_file()
+    assert all(len(refs) == 1 for refs in by_uid.values())  # every derived study keeps its real findings
+    derived = [i for i in s.inputs if i.transform != "original"]
+    assert all(str(tmp_path) in i.frontal for i in derived)
+    two_view = [i for i in s.inputs if i.lateral]
+    assert two_view and all(i.uid == "54" for i in two_view)  # the sample's one frontal + lateral study
+    # deterministic: a second call reuses the same files and order
+    again = build_inputs(sample_dir(), tmp_path, minimum=100, seed=0)
+    assert [i.name for i in again.inputs] == [i.name for i in s.inputs]
+
+
+def test_derive_keeps_an_xray_like_image():
+    from edgecap.runtime import preprocess, sanity
+
+    image = preprocess.read_image(sample_dir() / "images" / "CXR1000_IM-0003-2001.png")
+    rng = np.random.default_rng(0)
+    for t in TRANSFORMS:
+        x = derive(image, t, rng)
+        assert x.dtype == np.uint8 and x.ndim == 2
+        assert x.shape[0] >= 0.88 * image.shape[0] - 1 and x.shape[1] >= 0.88 * image.shape[1] - 1
+        assert sanity.check(x)[0] == []  # still passes the runtime's chest X-ray checks
+        if t != "original":
+            assert not np.array_equal(x, image[:x.shape[0], :x.shape[1]])
+
+
+def test_five_figures_counts_runs():
+    from edgecap.benchmarks.worker import five_figures, summary
+
+    calls = []
+    f = five_figures(lambda: calls.append("init"), lambda: calls.append("run"), warmup_runs=3, min_runs=7,
+                     min_seconds=0.0, max_runs=7)
+    assert calls[0] == "init" and calls.count("run") == 1 + 3 + 7
+    assert f["status"] == "ok" and f["steady"]["n"] == 7 and f["memory"]["peak_mb"] >= 0
+    s = summary([1.0, 2.0, 3.0, 4.0])
+    assert s["p50_ms"] == 2.5 and s["min_ms"] == 1.0 and s["max_ms"] == 4.0
+
+
+def test_caption_process_is_tensorflow_free():
+    from edgecap.benchmarks.bench import caption_process
+    from edgecap.resources import sample_image
+
+    r = caption_process(str(default_bundle_path()), str(sample_image()), runs=1)
+    assert r["status"] == "ok", r
+    assert r["tensorflow_blocked"] and r["peak_rss_mb"] > 10 and r["cold_start_ms"]["p50_ms"] > 0
+
+
+def test_decode_split_accounts_for_the_loop():
+    from edgecap.benchmarks.worker import decode_split
+    from edgecap.runtime.captioner import Captioner
+    from edgecap.resources import sample_image
+
+    cap = Captioner.from_bundle(num_threads=1)
+    plain = cap.caption(sample_image(), beam=3)
+    split = decode_split(cap, [[str(sample_image()), None]], beam=3, keras=False)
+    assert split["calls_per_report"] >= plain.timings["decoder_steps"]
+    assert split["interpreter_ms"] > 0 and split["tensor_io_ms"] > 0 and split["python_ms"] >= 0
+    assert split["decode_ms"] >= split["interpreter_ms"] + split["tensor_io_ms"]
+    again = cap.caption(sample_image(), beam=3)  # the timing wrappers are removed afterwards
+    assert again.tokens == plain.tokens and cap.bundle.decoder.invoke == cap.bundle.decoder.interpreter.invoke
