@@ -83,7 +83,14 @@ def test_quick_run_schema_rows_and_failed_variant(quick_run):
     assert rows["keras"]["drift"]["identical"] == 1.0
     assert 0.5 <= good["drift"]["identical"] <= 1.0 and good["drift"]["n"] == result["inputs"]["count"]
     assert set(good["drift"]["nlg"]) >= {"bleu4", "rouge_l", "cider"}
-    assert 0.0 <= good["drift"]["clinical"]["label_agreement"] <= 1.0
+    clinical = good["drift"]["clinical"]
+    assert 0.0 <= clinical["label_agreement"] <= 1.0 and set(clinical["per_observation"]) >= {"Cardiomegaly"}
+    assert 0.0 <= clinical["micro"]["f1"] <= 1.0 and 0.0 <= clinical["macro"]["recall"] <= 1.0
+    # both evaluation baselines on the same inputs; nearest-neighbour never retrieves the input's own study
+    base = result["baselines"]
+    assert set(base) == {"most-common", "nearest-neighbour"} and "excluded" in base["nearest-neighbour"]["note"]
+    for b in base.values():
+        assert 0.0 <= b["clinical"]["micro"]["f1"] <= 1.0 and b["nlg"]["n"] == good["drift"]["nlg"]["n"]
     # process figures of a TensorFlow-free caption process, and the CPU peak the encoder is compared with
     assert good["process"]["status"] == "ok" and good["process"]["tensorflow_blocked"]
     assert 10 < good["process"]["peak_rss_mb"] < 4000

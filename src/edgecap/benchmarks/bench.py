@@ -282,6 +282,12 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
 
     # ---- drift, throughput, ratios ----
     drift.add_drift(variants, inputs, log)
+    base = {}
+    if ref is not None:
+        try:
+            base = drift.score_baselines(drift.baselines(ref.path, inputs, log), inputs, log)
+        except Exception as e:  # noqa: BLE001 - a baseline that cannot be computed is said, not fatal
+            base = {"error": f"{type(e).__name__}: {e}"}
     for v in variants:
         _add_throughput(v, peak)
     result = {
@@ -297,6 +303,7 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
         "inputs": inputs.describe(),
         "peak": peak,
         "variants": variants,
+        "baselines": base,
     }
     result["ratios"] = ratios(result)
     result["seconds"] = round(time.time() - started, 1)

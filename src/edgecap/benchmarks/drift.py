@@ -9,6 +9,11 @@ Per variant (reports from the bench's first thread count, beam as set):
                      clinical efficacy against the references (micro / macro F1, positive vs rest), with the
                      change relative to Keras
     differing        the inputs whose report differs, with both texts (to read what changed)
+
+Baselines (`baselines()`), scored on the same inputs the same way: the most common findings text among the
+reference run's training reports, and the nearest neighbour (the findings of the most similar OTHER real
+study, by cosine of the Keras model's mean-pooled image features; an input's own study is never retrieved,
+since derived views would find their source).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ def add_drift(variants: list[dict], inputs, log: Callable[[str], None] = print) 
             d["clinical"] = {
                 "label_agreement": sum(a == b for a, b in pairs) / len(pairs),
                 "reports_all_labels_equal": sum(labels[n] == ref_labels[n] for n in common) / len(common),
+                "label_agreement_per_observation": {
+                    o: sum(labels[n][o] == ref_labels[n][o] for n in common) / len(common) for o in OBSERVATIONS},
             }
             scored = {n: t for n, t in texts.items() if n in refs}
             if len(scored) >= 10 and not v.get("eager"):
@@ -70,8 +77,8 @@ def add_drift(variants: list[dict], inputs, log: Callable[[str], None] = print) 
                                  for k in NLG_KEYS if k in nlg}
                 ce = _clinical({n: refs[n] for n in scored}, scored, labeler)
                 d["clinical"].update(ce)
-                d["clinical"]["relative_micro_f1"] = ((ce["micro_f1"] - ref_ce["micro_f1"]) / ref_ce["micro_f1"]
-                                                      if ref_ce["micro_f1"] else None)
+                d["clinical"]["relative_micro_f1"] = ((ce["micro"]["f1"] - ref_ce["micro"]["f1"]) / ref_ce["micro"]["f1"]
+                                                      if ref_ce["micro"]["f1"] else None)
             else:
                 d["nlg_note"] = ("eager Keras is decoded on a few inputs only (it is slow): token identity only"
                                  if v.get("eager") else f"{len(scored)} inputs with findings: too few for NLG scores")
@@ -99,9 +106,73 @@ def _nlg(scorer, refs: dict[str, str], hyps: dict[str, str]) -> dict:
 
 
 def _clinical(refs: dict[str, str], hyps: dict[str, str], labeler) -> dict:
+    """Clinical efficacy against the references (R2Gen convention: positive vs the rest): micro, macro and
+    per-observation precision / recall / F1 (evaluation.clinical)."""
     from edgecap.evaluation.clinical import clinical_scores
 
     keys = [k for k in refs if k in hyps]
     s = clinical_scores({k: refs[k] for k in keys}, {k: hyps[k] for k in keys}, labeler)
-    return {"micro_f1": s["micro"]["f1"], "macro_f1": s["macro"]["f1"], "micro_precision": s["micro"]["precision"],
-            "micro_recall": s["micro"]["recall"]}
+    return {"micro": s["micro"], "macro": s["macro"], "per_observation": s["per_observation"],
+            "macro_over": s["macro_over"]}
+
+
+def baselines(ref_run, inputs, log: Callable[[str], None] = print) -> dict:
+    """The two evaluation baselines on the bench's inputs -> {name: {"nlg", "clinical", "note"}} (see the
+    module docstring). Needs TensorFlow (the Keras encoder for nearest-neighbour features)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from edgecap.data import iu_xray
+    from edgecap.runtime import preprocess
+    from edgecap.runtime.text import clean_report
+    from edgecap.training.keras_step import KerasBundle
+    from edgecap.training.run_dir import RunDir, load_model
+
+    refs = {i.name: i.reference for i in inputs.inputs if i.reference}
+    if len(refs) < 10:
+        return {}
+    cfg, vocab, model = load_model(ref_run)
+    out: dict = {}
+    # most common training report: the run's training split, over every report of the inputs' data folder
+    split = RunDir(ref_run).load_split().get("splits", {}) if RunDir(ref_run).split.is_file() else {}
+    ds = iu_xray.load(inputs.source)
+    train = [clean_report(s.text(cfg.text.section), cfg.text.xxxx) for s in ds.studies if split.get(s.uid) == "train"]
+    train = [t for t in train if t]
+    if train:
+        text, freq = Counter(train).most_common(1)[0]
+        hyps = {n: text for n in refs}
+        out["most-common"] = {"hyps": hyps, "note": f"the most common of {len(train)} training reports "
+                                                    f"({freq} times): {text!r}"}
+    # nearest neighbour among the other real studies (the inputs' "original" rows), Keras features
+    keras = KerasBundle(model, vocab, str(ref_run))
+
+    def pooled(i) -> np.ndarray:
+        views = [v for v in (i.frontal, i.lateral) if v]
+        f = np.concatenate([keras.encode(preprocess.load(v, cfg.image.size, cfg.image.mean, cfg.image.std))
+                            for v in views])
+        return f.mean(0) / (np.linalg.norm(f.mean(0)) + 1e-8)
+
+    bank = [(i.uid, i.reference, pooled(i)) for i in inputs.inputs if i.transform == "original" and i.reference]
+    if len(bank) >= 2:
+        hyps = {}
+        for i in inputs.inputs:
+            if i.name in refs:
+                others = [(float(v @ pooled(i)), text) for uid, text, v in bank if uid != i.uid]
+                hyps[i.name] = max(others)[1]
+        out["nearest-neighbour"] = {"hyps": hyps, "note": f"bank: the {len(bank)} real studies with findings, "
+                                                          f"the input's own study excluded"}
+    return out
+
+
+def score_baselines(found: dict, inputs, log: Callable[[str], None] = print) -> dict:
+    """NLG and clinical scores of baselines() against the inputs' references."""
+    refs = {i.name: i.reference for i in inputs.inputs if i.reference}
+    labeler = Labeler.default()
+    scorer, note = _scorer(log)
+    try:
+        return {name: {"nlg": {**_nlg(scorer, refs, b["hyps"]), "n": len(refs), "pipeline": note},
+                       "clinical": _clinical(refs, b["hyps"], labeler), "note": b["note"]}
+                for name, b in found.items()}
+    finally:
+        scorer.close()

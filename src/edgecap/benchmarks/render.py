@@ -147,7 +147,27 @@ def markdown(result: dict) -> str:
                   f"{_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
                   f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | "
                   f"{_fmt(rel.get('bleu4'), '+.2%')} | {_fmt(cl.get('label_agreement'), '.1%')} | "
-                  f"{_fmt(cl.get('micro_f1'), '.3f')} | {_fmt(cl.get('macro_f1'), '.3f')} |")
+                  f"{_fmt((cl.get('micro') or {}).get('f1'), '.3f')} | {_fmt((cl.get('macro') or {}).get('f1'), '.3f')} |")
+    for name, b in (result.get("baselines") or {}).items():
+        if not isinstance(b, dict):
+            continue
+        nlg, cl = b["nlg"], b["clinical"]
+        md.append(f"| baseline: {name} | - | {_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
+                  f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | - | - | "
+                  f"{cl['micro']['f1']:.3f} | {cl['macro']['f1']:.3f} |")
+    notes_b = [f"{name}: {b['note']}" for name, b in (result.get("baselines") or {}).items() if isinstance(b, dict)]
+    if notes_b:
+        md += ["", "Baselines (same inputs and references): " + "; ".join(notes_b) + "."]
+    per = [(v["name"], (v.get("drift") or {}).get("clinical", {}).get("per_observation"))
+           for v in result["variants"]]
+    per = [(n, p) for n, p in per if p]
+    if per:
+        obs = list(per[0][1])
+        md += ["", "Clinical efficacy per observation (F1 against the references, positive vs rest; support = "
+               "positive references):", "", "| observation | support | " + " | ".join(n for n, _ in per) + " |",
+               "|" + "---|" * (len(per) + 2)]
+        for o in obs:
+            md.append(f"| {o} | {per[0][1][o]['support']} | " + " | ".join(f"{p[o]['f1']:.2f}" for _, p in per) + " |")
     md += ["", "## Notes", ""] + [f"- {x}" for x in notes(result)] + [""]
     return "\n".join(md)
 
