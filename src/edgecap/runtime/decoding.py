@@ -113,10 +113,9 @@ def beam_search(
     for t in range(max_len + 1):
         logits, h, c, att = model.step(tokens, h, c, features, mask)
         steps += 1
-        cand = np.array(logits, np.float64)  # (B, V), a copy: the step's outputs are not modified
-        top = cand.max(axis=1, keepdims=True)
-        # score + log-softmax in one pass: cand - logsumexp(cand) + score
-        cand += scores - top - np.log(np.exp(cand - top).sum(axis=1, keepdims=True))
+        z = logits - logits.max(axis=1, keepdims=True)  # (B, V) in the step's dtype; a new array
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))  # log-softmax
+        cand = z + scores  # (B, V) float64: hypothesis score + log-probability of each next token
         cand[:, banned] = -np.inf
         if block_trigrams and t >= 3:
             for b, s in enumerate(seqs):
@@ -166,18 +165,14 @@ def beam_search(
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, largest first, ties broken by the lower index (as a stable sort of
-    all B x V candidates would): argpartition + a sort of k items; an exact tie at the k-th value (rare with
-    real logits) takes the lowest indices."""
+    all B x V candidates would): the k-th largest value by partition, then a sort of the few candidates at or
+    above it. Ties are common: int8 decoders emit quantised logits."""
     n = len(values)
     if k >= n:
         idx = np.arange(n)
     else:
-        idx = np.argpartition(values, n - k)[n - k:]
-        kth = values[idx].min()
-        if np.count_nonzero(values == kth) > 1:  # which of the tied values argpartition kept is arbitrary
-            above = np.flatnonzero(values > kth)
-            idx = np.concatenate([above, np.flatnonzero(values == kth)[:k - len(above)]])
-    return idx[np.lexsort((idx, -values[idx]))]
+        idx = np.flatnonzero(values >= np.partition(values, n - k)[n - k])
+    return idx[np.lexsort((idx, -values[idx]))][:k]
 
 
 def _blocked_by_trigrams(seq: list[int], sep: int = -1) -> set[int]:
