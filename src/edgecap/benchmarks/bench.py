@@ -368,11 +368,18 @@ def _measure_variant(v: dict, ref: Reference | None, studies: list, image: str, 
 
 
 def _keras_size(run: Path) -> dict:
-    """The Keras model's weights as float32 (what it holds in memory), and the run's weight files on disk."""
+    """The Keras model's size: its float32 parameters (backbone included, whatever files hold them), and the
+    run's weight files on disk (head.weights.npz leaves the frozen ImageNet backbone to its own package)."""
+    import numpy as np
+
+    from edgecap.training.run_dir import load_model
+
     files = {p.name: {"path": p.name, "bytes": p.stat().st_size}
              for p in (run / "best.weights.h5", run / "head.weights.npz") if p.is_file()}
-    return {"files": files, "total_bytes": sum(f["bytes"] for f in files.values()),
-            "note": "run weight files (head.weights.npz: the frozen ImageNet backbone is loaded from its own package)"}
+    _, _, model = load_model(run)
+    params = int(sum(int(np.prod(w.shape)) for w in model.weights))
+    return {"files": files, "total_bytes": 4 * params, "parameters": params,
+            "note": "total_bytes = float32 parameters (4 bytes each), backbone included; files = the run's weight files"}
 
 
 def _measure_peak(threads: list[int], opt: BenchOptions, log: Callable[[str], None]) -> dict:

@@ -194,9 +194,12 @@ def plot(result: dict, path: str | Path) -> None:
         labels.append(v["name"])
     known = [c if c is not None else float("nan") for c in cs]
     sc = ax.scatter(xs, ys, c=known, cmap="RdYlGn", vmin=0.8, vmax=1.0, s=80, edgecolors="black")
-    for x, y, label, c in zip(xs, ys, labels, cs):
-        ax.annotate(f"{label}" + (f"\n{c:.0%} identical" if c is not None else ""), (x, y),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
+    for rank, i in enumerate(order):  # alternate label sides so close points stay readable
+        c = cs[i]
+        ax.annotate(f"{labels[i]}" + (f"\n{c:.0%} identical" if c is not None else ""), (xs[i], ys[i]),
+                    textcoords="offset points", xytext=(8, 6) if rank % 2 == 0 else (8, -18), fontsize=8)
+    ax.margins(x=0.15, y=0.25)
     ax.set_xlabel("size on disk (MB)")
     ax.set_ylabel(f"whole report p50 (ms, {n} thread(s), beam {result['settings']['beam']})")
     ax.set_yscale("log")
