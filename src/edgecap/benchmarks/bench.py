@@ -396,7 +396,8 @@ def _measure_peak(threads: list[int], opt: BenchOptions, log: Callable[[str], No
             continue
         out[kind] = {"status": "ok", "threads": {}}
         for n in threads:
-            r = run_task({"kind": "peak", "peak": kind, "threads": n, "seconds": 0.3 if opt.quick else 1.0},
+            # 1 s per candidate shape even with --quick: shorter runs under-read the peak (AMX / clock warm-up)
+            r = run_task({"kind": "peak", "peak": kind, "threads": n, "seconds": 1.0},
                          opt.timeout_s, tf_free=True)
             out[kind]["threads"][str(n)] = r
         log(f"peak {kind}: " + ", ".join(f"{n} thr {r.get('gops', float('nan')):.0f} GOPS"
