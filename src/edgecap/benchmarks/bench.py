@@ -244,10 +244,11 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
         except (ManifestError, BundleError) as e:
             row.update(status="failed", error=str(e))
         variants.append(row)
-    names = [v["name"] for v in variants]
-    for v in variants:  # unique names: two bundles called "bundle" become bundle, bundle#2
-        if names.count(v["name"]) > 1:
-            v["name"] = f"{v['name']}#{sum(1 for w in variants[:variants.index(v)] if w['name'].split('#')[0] == v['name'])+1}"
+    seen: dict[str, int] = {}
+    for v in variants:  # unique row names: a second row called "int8" becomes "int8#2"
+        seen[v["name"]] = count = seen.get(v["name"], 0) + 1
+        if count > 1:
+            v["name"] = f"{v['name']}#{count}"
 
     # ---- inputs ----
     data = Path(opt.data) if opt.data else sample_dir()
