@@ -137,8 +137,8 @@ def time_model_bytes(data: bytes, num_threads: int, seconds: float = 1.0) -> dic
     rng = np.random.default_rng(0)
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], _random_input(rng, tuple(d["shape"]), np.dtype(d["dtype"])))
-    _run_for(interp, max(0.1, 0.2 * seconds), min_runs=2)  # warm-up
-    times = _run_for(interp, seconds, min_runs=5)
+    timed_calls(interp.invoke, max(0.1, 0.2 * seconds), min_runs=2)  # warm-up
+    times = timed_calls(interp.invoke, seconds, min_runs=5)
     ops = count_ops(data)
     median_ms = statistics.median(times) * 1e3
     return {"gops": achieved(ops["ops"], median_ms), "macs": ops["macs"], "ops": ops["ops"],
@@ -147,15 +147,10 @@ def time_model_bytes(data: bytes, num_threads: int, seconds: float = 1.0) -> dic
 
 
 def _interpreter(data: bytes, num_threads: int):
-    """-> (allocated interpreter, package name): ai-edge-litert first, else whatever the runtime finds."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+    """-> (allocated interpreter, package name) from the runtime's own choice (ai-edge-litert first)."""
+    from edgecap.runtime.interpreter import interpreter_class
 
-        package = "ai-edge-litert"
-    except ImportError:
-        from edgecap.runtime.interpreter import interpreter_class
-
-        Interpreter, package = interpreter_class()
+    Interpreter, package = interpreter_class()
     interp = Interpreter(model_content=bytes(data), num_threads=num_threads)
     interp.allocate_tensors()
     return interp, package
@@ -168,13 +163,15 @@ def _random_input(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dt
     return rng.integers(max(info.min, -128), min(info.max, 127), size=shape, endpoint=True).astype(dtype)
 
 
-def _run_for(interp, seconds: float, min_runs: int) -> list[float]:
-    """Invoke until `seconds` have passed and at least `min_runs` calls were made -> seconds per call."""
+def timed_calls(call, min_seconds: float, min_runs: int, max_runs: int | None = None) -> list[float]:
+    """Call until `min_seconds` have passed and at least `min_runs` calls were made (at most `max_runs`)
+    -> seconds per call. The one timing loop of the bench (also worker.five_figures' steady state)."""
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < seconds:
+    while (max_runs is None or len(times) < max_runs) and (
+            len(times) < min_runs or time.perf_counter() - start < min_seconds):
         t0 = time.perf_counter()
-        interp.invoke()
+        call()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -218,10 +215,10 @@ def build_peak_model(kind: str, shape: tuple[int, int, int]) -> bytes:
 
 
 def cache_folder(cache_dir: Path | None = None) -> Path:
-    """Where peak models are kept: cache_dir, else $EDGECAP_CACHE/bench, else ~/.cache/edgecap/bench."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("EDGECAP_CACHE", Path.home() / ".cache" / "edgecap")) / "bench"
+    """Where peak models are kept: cache_dir, else the bench cache (variants.cache_root)."""
+    from edgecap.benchmarks.variants import cache_root
+
+    return Path(cache_dir) if cache_dir is not None else cache_root()
 
 
 def peak_model_path(kind: str, shape: tuple[int, int, int], cache_dir: Path | None = None) -> Path:

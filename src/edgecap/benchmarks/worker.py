@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecap.benchmarks.throughput import timed_calls
+
 
 def rss_mb() -> float:
     """Current resident set size (Linux /proc; ru_maxrss elsewhere), MiB."""
@@ -83,12 +85,7 @@ def five_figures(init, call, warmup_runs: int, min_runs: int, min_seconds: float
         s = time.perf_counter()
         call()
         warm.append((time.perf_counter() - s) * 1e3)
-    steady: list[float] = []
-    start = time.perf_counter()
-    while len(steady) < max_runs and (len(steady) < min_runs or time.perf_counter() - start < min_seconds):
-        s = time.perf_counter()
-        call()
-        steady.append((time.perf_counter() - s) * 1e3)
+    steady = [t * 1e3 for t in timed_calls(call, min_seconds, min_runs, max_runs)]
     return {"status": "ok", "init_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
             "warmup_ms": float(np.mean(warm)) if warm else None, "steady": summary(steady),
             "memory": {"baseline_mb": base, "init_mb": init_mem, "overall_mb": rss_mb() - base,
