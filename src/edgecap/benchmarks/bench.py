@@ -187,7 +187,7 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
     """Measure everything (see the module docstring) -> the result dict (bench.schema.json)."""
     from edgecap.benchmarks import drift
     from edgecap.benchmarks.inputs import build_inputs
-    from edgecap.resources import sample_dir
+    from edgecap.resources import portable_paths, sample_dir
     from edgecap.runtime.captioner import default_bundle_path
 
     started = time.time()
@@ -308,7 +308,7 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
     }
     result["ratios"] = ratios(result)
     result["seconds"] = round(time.time() - started, 1)
-    return result
+    return portable_paths(result)  # the JSON gets committed: no machine paths (resources.portable_text)
 
 
 def _measure_variant(v: dict, ref: Reference | None, studies: list, image: str, threads: list[int],

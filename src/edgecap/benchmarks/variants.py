@@ -21,6 +21,7 @@ from typing import Callable
 
 from edgecap import __version__
 from edgecap.config import Config
+from edgecap.resources import resolve_portable_path
 from edgecap.runtime.bundle import sha256_file
 from edgecap.runtime.manifest import Manifest, ManifestError
 
@@ -87,7 +88,8 @@ def resolve_reference(run: str | Path | None, bundles: list[Path]) -> tuple[Refe
         except ManifestError:
             continue
         src = (manifest.source or {}).get("run")
-        if src and Path(src).is_dir():
+        src = resolve_portable_path(src, b) if isinstance(src, str) and src else None
+        if src is not None and src.is_dir():
             try:
                 ref = Reference.load(src)
             except BenchError:

@@ -26,7 +26,7 @@ from edgecap.convert.sources import ImageStudy
 from edgecap.runtime.decoding import SpecialIds, decode
 from edgecap.runtime.features import fuse_views
 from edgecap.runtime.preprocess import ImageError, normalize, read_image, resize_square, to_gray
-from edgecap.training.augment import AugmentConfig, augment
+from edgecap.training.augment import AUGMENT_IMPL, AugmentConfig, augment
 
 SMALL_ENCODER_SAMPLES = 100  # fewer encoder samples than this: warn
 SMALL_REAL_IMAGES = 50  # fewer distinct real images than this: warn (augmentation is not diversity)
@@ -210,7 +210,8 @@ def collect(reference, studies: list[ImageStudy], cfg: Config, special: SpecialI
         "encoder_samples": len(images),
         "encoder_plain": plain,
         "encoder_augmented": len(images) - plain,
-        "augmentation": {**asdict(prep.aug), "seed": seed, "preprocess": "runtime.preprocess then training.augment"},
+        "augmentation": {**asdict(prep.aug), "seed": seed, "implementation": AUGMENT_IMPL,
+                         "preprocess": "runtime.preprocess then training.augment"},
         "decoder_decode": f"runtime.decoding beam {CALIBRATION_BEAM} over the Keras model, study variants in seeded "
                           "random order; every row of every step recorded, then a seeded random subset kept",
         "decoder_studies": len(decoded),

@@ -60,8 +60,10 @@ def convert(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if importlib.util.find_spec("tensorflow") is None:
         _fail("edgecap convert needs TensorFlow: pip install 'edgecap[train]'", EXIT_USAGE)
+    from edgecap.convert.pipeline import ConvertError, convert_run, pin_to_one_cpu
+
+    pin_to_one_cpu()  # before TensorFlow is imported: calibration that does not depend on the core count
     from edgecap.convert.export import ConversionError
-    from edgecap.convert.pipeline import ConvertError, convert_run
     from edgecap.convert.verify import table
     from edgecap.runtime.bundle import BundleError
 

@@ -11,6 +11,7 @@ The manifest is written even when verification fails, so the failure can be insp
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,21 @@ VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
 # Rows of the decoder step model: one call advances a whole beam of this size (the caption default, beam 3);
 # a smaller batch is padded, a larger beam takes several calls (runtime.bundle.Bundle.step).
 STEP_BATCH = 3
+
+
+def pin_to_one_cpu() -> None:
+    """Restrict this process to one CPU; call it before TensorFlow is imported (edgecap convert does).
+
+    TensorFlow sizes its thread pools from the CPUs it may use, and the float sums of the Keras decoding that
+    records int8 calibration data change in their last bits with the number of threads: a 2-thread and a
+    1-thread conversion of one run gave int8 decoders with other quantisation ranges (and 1 report of 20
+    flipped at a near tie). Pinned, every machine records the calibration of a 1-CPU machine, whatever its
+    core count, and a conversion here is no slower (~40 s, mostly serial). Threads started later inherit the
+    affinity. No-op where the OS has no CPU affinity (macOS, Windows).
+    """
+    get, set_ = getattr(os, "sched_getaffinity", None), getattr(os, "sched_setaffinity", None)
+    if get is not None and set_ is not None:
+        set_(0, {min(get(0))})
 
 
 class ConvertError(ValueError):
@@ -54,6 +70,7 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     from edgecap.convert.verify import verify
     from edgecap.runtime.bundle import Bundle, sha256_file
     from edgecap.runtime.decoding import SpecialIds
+    from edgecap.resources import portable_path
     from edgecap.training.keras_step import KerasCaptioner
     from edgecap.training.run_dir import RunDir, load_model
 
@@ -89,7 +106,7 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
         cal_studies = choose(cal_pool.studies, samples, ("train", "val", "test"), seed)
         try:
             calib = cal.collect(reference, cal_studies, cfg, special, samples, seed, decoder_samples,
-                                source=cal_pool.describe())
+                                source=cal_pool.describe(Path(out)))
         except ValueError as e:
             raise ConvertError(str(e)) from None
         cal_images = {p.resolve() for s in cal_studies for p in s.views if p is not None}
@@ -116,7 +133,7 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
             raise ConversionError(f"{part}: {'; '.join(bad)}")
     rd = RunDir(run)
     weights = rd.best if rd.best.is_file() else rd.head  # head.weights.npz: frozen pretrained backbone
-    source = {"run": str(Path(run).resolve()), "config_hash": cfg.model_hash(), "config": cfg.to_dict(),
+    source = {"run": portable_path(run, out), "config_hash": cfg.model_hash(), "config": cfg.to_dict(),
               "weights": weights.name, "weights_sha256": sha256_file(weights)}
     manifest = build_manifest(out, m, cfg, vocab, files, model.positions, source, facts, notice)
     manifest.save(out)
@@ -124,6 +141,6 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
     bundle = Bundle.load(out, num_threads)
     log(f"verifying on {len(checked)} studies of {verify_pool.describe()} ({bundle.interpreter_name})")
     manifest.verification = verify(bundle, reference, checked, m.thresholds, seed)
-    manifest.verification["source"] = verify_pool.describe()
+    manifest.verification["source"] = verify_pool.describe(out)
     manifest.save(out)
     return ConvertResult(out, m, manifest, manifest.verification["passed"], time.time() - t0)

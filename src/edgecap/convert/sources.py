@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.data import iu_xray
-from edgecap.resources import sample_dir
+from edgecap.resources import portable_path, sample_dir
 from edgecap.training.run_dir import RunDir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")  # DICOM: runtime.preprocess
@@ -36,8 +36,10 @@ class Source:
     kind: str  # "iu-data" | "image-folder" | "packaged-sample"
     studies: tuple[ImageStudy, ...]
 
-    def describe(self) -> str:
-        return f"{self.kind} {self.path} ({len(self.studies)} studies with images)"
+    def describe(self, relative_to: Path | None = None) -> str:
+        """For logs and manifests: the packaged sample as package:..., other folders relative to `relative_to`
+        (the bundle folder) when given, so a manifest never records the machine it was made on."""
+        return f"{self.kind} {portable_path(self.path, relative_to)} ({len(self.studies)} studies with images)"
 
 
 def find_studies(path: str | Path, max_views: int, splits: dict[str, str] | None = None) -> Source:

@@ -94,9 +94,8 @@ class RemoteFile:
 IU_XRAY_FILES: tuple[RemoteFile, ...] = (
     RemoteFile(
         name="NLMCXR_reports.tgz",
-        # sha256 and size computed from /work/shared/data/iu_xray/NLMCXR_reports.tgz, the
-        # project's byte-for-byte copy of the official Open-i file (the same sha256 is
-        # listed in /work/shared/data/iu_xray/SHA256SUMS).
+        # sha256 and size of a byte-for-byte copy of the official Open-i file (the same archive
+        # ships, as published, in src/edgecap/resources/iu_xray_sample/).
         sha256="8fb6de7eec73d8c3665067ad4bb003ccd57f971ae316d2642e1627ac7268667a",
         size=1_112_632,
         # The archive already has a top-level ecgen-radiology/ folder.

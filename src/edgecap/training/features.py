@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from edgecap.config import Config
 from edgecap.runtime.preprocess import normalize
-from edgecap.training.augment import AugmentConfig, augment
+from edgecap.training.augment import AUGMENT_IMPL, AugmentConfig, augment
 from edgecap.training.dataset import load_gray
 
 
@@ -34,7 +34,7 @@ class MapCache:
         self.cnn, self.cfg = cnn, cfg
         self.aug = AugmentConfig(clahe=cfg.train.clahe)
         sig = json.dumps({"encoder": cfg.encoder.kind, "pretrained": cfg.encoder.pretrained, "image": asdict(cfg.image),
-                          "augment": asdict(self.aug), "seed": cfg.train.seed}, sort_keys=True)
+                          "augment": asdict(self.aug), "augment_impl": AUGMENT_IMPL, "seed": cfg.train.seed}, sort_keys=True)
         self.dir = Path(cache_dir or default_cache_dir()) / hashlib.sha1(sig.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
 
