@@ -106,3 +106,20 @@ def test_default_bundle_rebuilds_from_its_reference(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     print("\n".join("  ".join(r) for r in cmp.rows()))
+
+
+def test_portable_paths_round_trip(tmp_path, monkeypatch):
+    """How manifests and bench results name paths: package resources as package:..., other paths relative to
+    the bundle folder; resolve_portable_path reads both back (and an absolute path from an older manifest)."""
+    from edgecap.resources import portable_path, portable_text, resolve_portable_path, resources_dir
+
+    ref = resources_dir() / "reference" / "default"
+    assert portable_path(ref, tmp_path) == "package:reference/default"
+    assert resolve_portable_path("package:reference/default", tmp_path).resolve() == ref.resolve()
+    run, bundle = tmp_path / "runs" / "edge", tmp_path / "bundles" / "edge-int8"
+    assert portable_path(run, bundle) == "../../runs/edge"
+    assert resolve_portable_path("../../runs/edge", bundle).resolve() == run.resolve()
+    assert resolve_portable_path(str(run), bundle) == run
+    monkeypatch.chdir(tmp_path)
+    text = f"edgecap caption {ref}/x.png --bundle {tmp_path}/bundles/b --cache {Path.home()}/.cache/edgecap"
+    assert portable_text(text) == "edgecap caption package:reference/default/x.png --bundle bundles/b --cache ~/.cache/edgecap"
