@@ -14,9 +14,9 @@ import numpy as np
 
 from edgecap.data import iu_xray
 from edgecap.resources import portable_path, sample_dir
+from edgecap.runtime.formats import IMAGE_SUFFIXES, is_image_name
 from edgecap.training.run_dir import RunDir
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")  # DICOM: runtime.preprocess
 
 
 class SourceError(ValueError):
@@ -55,12 +55,12 @@ def find_studies(path: str | Path, max_views: int, splits: dict[str, str] | None
         studies = []
         for s in ds.studies:
             views = tuple(im.path if im is not None else None for im in s.views())[:max_views]
-            if any(v is not None and v.suffix.lower() in IMAGE_SUFFIXES for v in views):
-                views = tuple(v if v is not None and v.suffix.lower() in IMAGE_SUFFIXES else None for v in views)
+            if any(v is not None and is_image_name(v) for v in views):
+                views = tuple(v if v is not None and is_image_name(v) else None for v in views)
                 studies.append(ImageStudy(s.uid, views, (splits or {}).get(s.uid, s.split)))
         if studies:
             return Source(path, "iu-data", tuple(studies))
-    files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if is_image_name(p))
     if not files:
         raise SourceError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) and no IU X-Ray study with images")
     return Source(path, "image-folder", tuple(ImageStudy(p.stem, (p,) + (None,) * (max_views - 1)) for p in files))

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from edgecap.runtime.formats import is_image_name
+
 LAYOUTS = ("openi", "kaggle", "r2gen")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 # Open-i: CXR1000_IM-0003-2001(.png); Kaggle: 1000_IM-0003-2001.dcm.png; one Open-i study (uid 1) repeats its
 # uid: CXR1_1_IM-0001-3001, which Kaggle names 1_IM-0001-3001
 _KEY = re.compile(r"^(?:CXR)?(?:(\d+)_(?=\1_IM-))?(\d+_IM-[\dA-Za-z-]+?)(?:(?:\.dcm)?\.(?:png|jpe?g|dcm))?$",
@@ -111,7 +112,7 @@ def index_images(root: Path) -> dict[str, Path]:
         dirnames.sort()
         for name in sorted(filenames):
             key = image_key(name)
-            if key and key not in index and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if key and key not in index and is_image_name(name):
                 index[key] = Path(dirpath) / name
     return index
 

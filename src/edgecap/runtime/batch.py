@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 from edgecap.labeler import OBSERVATIONS
+from edgecap.runtime.formats import DICOM_HEAD, has_dicom_magic, is_image_name
 from edgecap.runtime.report import ATTENTION_DECIMALS, Report
 from edgecap.runtime.sanity import NOT_CXR_CODES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CXR = 0, 1, 2, 3
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".bmp", ".tif", ".tiff"})
 FORMATS = ("text", "json", "csv")
 CSV_COLUMNS = ("key", "input", "lateral", "status", "flagged", "warnings", "text", "error", "total_ms",
                "decoder_steps") + OBSERVATIONS
@@ -93,13 +93,13 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
 def _is_image_file(p: Path) -> bool:
     if p.name.startswith(".") or not p.is_file():  # hidden: .DS_Store, macOS "._x.png" resource forks
         return False
-    if p.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image_name(p):
         return True
     if p.suffix:
         return False
     try:
         with open(p, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
+            return has_dicom_magic(f.read(DICOM_HEAD))
     except OSError:
         return False
 

@@ -29,6 +29,11 @@ class StepModel(Protocol):
         ...
 
 
+# The default beam everywhere (caption, app, API, evaluate, bench, conversion verification): R2Gen's beam 3 with
+# trigram blocking, the IU X-Ray convention. A bundle's decoder step advances this many rows per call.
+DEFAULT_BEAM = 3
+
+
 @dataclass
 class Decoded:
     ids: list[int]  # generated token ids, without <bos> and <eos>
@@ -85,7 +90,7 @@ def beam_search(
     mask: np.ndarray,
     special: SpecialIds,
     max_len: int,
-    beam: int = 3,
+    beam: int = DEFAULT_BEAM,
     block_trigrams: bool = True,
 ) -> Decoded:
     """Beam search (sum of log-probabilities, no length penalty) with trigram blocking: a token that would
@@ -188,7 +193,7 @@ def _stack(atts: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
     return np.stack(atts).astype(np.float32) if atts else np.zeros((0, len(mask)), np.float32)
 
 
-def decode(model: StepModel, features, mask, special: SpecialIds, max_len: int, beam: int = 1) -> Decoded:
+def decode(model: StepModel, features, mask, special: SpecialIds, max_len: int, beam: int = DEFAULT_BEAM) -> Decoded:
     """beam == 1: greedy; beam > 1: beam search with trigram blocking."""
     if beam == 1:
         return greedy(model, features, mask, special, max_len)

@@ -21,23 +21,12 @@ error names the transfer syntax and the packages to install. Device-safe: numpy 
 from __future__ import annotations
 
 import io
-from pathlib import PurePath
-
 import numpy as np
 
-from edgecap.runtime.preprocess import ImageError
+from edgecap.runtime.errors import ImageError
+from edgecap.runtime.formats import has_dicom_magic, is_dicom  # noqa: F401 - is_dicom: re-exported
 
-PREAMBLE = 128  # bytes before the "DICM" magic in a DICOM Part 10 file
-MAGIC = b"DICM"
 _CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
-
-
-def is_dicom(data: bytes, name: str | None = None) -> bool:
-    """True for DICOM Part 10 data ("DICM" at byte 128) or a file named *.dcm (last suffix only:
-    Kaggle's `*.dcm.png` files are PNGs)."""
-    if data[PREAMBLE:PREAMBLE + 4] == MAGIC:
-        return True
-    return name is not None and PurePath(name).suffix.lower() == ".dcm"
 
 
 def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | None = None) -> np.ndarray:
@@ -61,7 +50,7 @@ def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | No
     except Exception as e:  # pydicom raises many types for garbage input
         raise ImageError(f"{name}: not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if data[PREAMBLE:PREAMBLE + 4] != MAGIC:
+        if not has_dicom_magic(data):
             raise ImageError(f"{name}: not a DICOM file (no 'DICM' mark, no DICOM image data)")
         raise ImageError(f"{name}: DICOM file without pixel data (a report, a structured document or a series "
                          f"index, not an image)")

@@ -20,11 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecap.runtime import dicom
+from edgecap.runtime.errors import ImageError
+from edgecap.runtime.formats import is_dicom
+
 cv2.setNumThreads(1)  # predictable latency on small devices; batch parallelism happens above this layer
 
 
-class ImageError(ValueError):
-    """An input that cannot be read as an image (missing, empty, corrupt, unsupported)."""
+__all__ = ["ImageError", "read_image", "to_gray", "resize_square", "normalize", "prepare", "load"]
 
 
 def read_image(source: str | Path | bytes | np.ndarray, notes: list[tuple[str, str]] | None = None) -> np.ndarray:
@@ -49,9 +52,7 @@ def read_image(source: str | Path | bytes | np.ndarray, notes: list[tuple[str, s
         name = str(path)
     if not data:
         raise ImageError(f"{name}: empty file")
-    from edgecap.runtime import dicom  # here, not at the top: dicom imports ImageError from this module
-
-    if dicom.is_dicom(data, None if name == "<bytes>" else name):
+    if is_dicom(data, None if name == "<bytes>" else name):
         return _check_array(dicom.decode(data, name, notes))
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
