@@ -177,7 +177,7 @@ def prepared(bundle, sample_png) -> np.ndarray:
 @pytest.fixture(scope="session")
 def memory(bundle, prepared) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, D), mask (N,)) of one frontal view, from the bundle's own encoder on the real image."""
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     frontal = np.array(bundle.encode(prepared), copy=True)
     return fuse_views([frontal] + [None] * (bundle.max_views - 1), bundle.max_views)

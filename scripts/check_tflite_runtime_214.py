@@ -37,7 +37,7 @@ def tokens_for(bundle_dir: Path, inputs: Path) -> dict:
 
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import decode
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     try:
         b = Bundle.load(bundle_dir)
@@ -93,7 +93,7 @@ def _gap(bundle, inputs: Path, files: list, ref: list[int], other: list[int], be
     the first differing token; beam: its score of its own report minus its score of the other report)."""
     import numpy as np
 
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     views = [bundle.encode(np.load(inputs / f)) if f else None for f in files]
     feats, mask = fuse_views(views + [None] * (bundle.max_views - len(views)), bundle.max_views)

@@ -53,7 +53,7 @@ def _prepared(bundle):
 def test_load_reads_everything_from_the_manifest(mode, overfit_run, tmp_path_factory):
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import SpecialIds, decode
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
     from edgecap.runtime.vocab import Vocabulary
 
     path = converted(overfit_run[0], mode, tmp_path_factory).out
@@ -78,7 +78,7 @@ def test_load_reads_everything_from_the_manifest(mode, overfit_run, tmp_path_fac
 def test_step_rows_are_independent(int8_bundle):
     """Beam search calls step with B rows: the same as B calls with one row each."""
     from edgecap.runtime.bundle import Bundle
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     b = Bundle.load(int8_bundle)
     f, mask = fuse_views([b.encode(_prepared(b))], b.max_views)
@@ -181,7 +181,7 @@ sys.modules["keras"] = None
 from edgecap.resources import sample_image
 from edgecap.runtime.bundle import Bundle
 from edgecap.runtime.decoding import decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.preprocess import load
 b = Bundle.load(sys.argv[1], num_threads=1)
 f, m = fuse_views([b.encode(load(sample_image(), b.image_size, b.mean, b.std))], b.max_views)
@@ -197,7 +197,7 @@ print(json.dumps({"interpreter": b.interpreter_name, "ids": ids,
 def test_bundle_runs_without_tensorflow(mode, overfit_run, tmp_path_factory):
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import decode
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     path = converted(overfit_run[0], mode, tmp_path_factory).out
     p = subprocess.run([sys.executable, "-c", TF_FREE, str(path)], capture_output=True, text=True, timeout=120)
@@ -238,7 +238,7 @@ def test_interpreter_fallback_order():
 def test_step_overhead_is_small(int8_bundle):
     """Per decoder step, Bundle.step adds little to the interpreter's own invoke (~60 steps per report)."""
     from edgecap.runtime.bundle import Bundle
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     b = Bundle.load(int8_bundle, num_threads=1)
     f, mask = fuse_views([b.encode(_prepared(b))], b.max_views)
@@ -268,7 +268,7 @@ def test_bound_features():
     from edgecap.runtime import preprocess
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.captioner import default_bundle_path
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
 
     b = Bundle.load(default_bundle_path())
     images = sorted((sample_dir() / "images").glob("*.png"))[:2]

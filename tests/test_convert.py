@@ -168,7 +168,7 @@ def test_bundle_reports_equal_the_keras_generator(overfit_run, iu_data, tmp_path
     from edgecap.convert.sources import run_source
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import decode
-    from edgecap.runtime.features import fuse_views
+    from edgecap.runtime.study import fuse_views
     from edgecap.runtime.preprocess import load
     from edgecap.training.generate import ReportGenerator
     from edgecap.training.run_dir import load_model

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgecap.runtime.decoding import SpecialIds, beam_search, decode, greedy
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 V = 8

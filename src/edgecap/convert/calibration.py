@@ -24,7 +24,7 @@ import numpy as np
 from edgecap.config import Config
 from edgecap.convert.sources import ImageStudy
 from edgecap.runtime.decoding import SpecialIds, decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.preprocess import ImageError, normalize, read_image, resize_square, to_gray
 from edgecap.training.augment import AUGMENT_IMPL, AugmentConfig, augment
 

@@ -25,7 +25,7 @@ from edgecap.convert.modes import MODES, by_name
 from edgecap.convert.verify import tie_gap
 from edgecap.runtime.bundle import Bundle, sha256_file
 from edgecap.runtime.decoding import decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.preprocess import load
 
 COMPARE_BEAMS = (1, 3)

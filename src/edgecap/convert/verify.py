@@ -5,7 +5,7 @@
     decoder step   max |logits error| and top-1 agreement over decoder inputs recorded while Keras decodes
                    those studies (so the step is tested on the states real decoding visits)
     reports        share of studies whose report matches Keras's, greedy and beam 3, both through the SAME
-                   loop (runtime.decoding) and view fusion (runtime.features.fuse_views). Strictly
+                   loop (runtime.decoding) and view fusion (runtime.study.fuse_views). Strictly
                    token-identical reports are counted apart from near ties: different reports that are not
                    the converted model's preference (tie_gap below the mode's tie_margin, convert.modes).
     decoder only   the same reports with the bundle's decoder on Keras's encoder features (separates the
@@ -24,7 +24,7 @@ from edgecap.convert.modes import Thresholds
 from edgecap.convert.sources import ImageStudy
 from edgecap.runtime.bundle import Bundle
 from edgecap.runtime.decoding import SpecialIds, decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.preprocess import load
 
 BEAMS = (1, 3)

@@ -5,7 +5,7 @@ drawn over the grey X-ray. Device-safe: numpy + OpenCV, no Kivy (the worker thre
     rgb = overlay(display_gray(image), maps["frontal"])           # (H, W, 3) uint8 for a texture
 
 Position n of the decoder's attention is view n // g**2, row (n % g**2) // g, column n % g
-(runtime.report, runtime.features.fuse_views). The map shown is the mean over the report's tokens; maps
+(runtime.report, runtime.study.fuse_views). The map shown is the mean over the report's tokens; maps
 share one scale across views, so a view the decoder barely looked at stays dim.
 """
 

@@ -2,7 +2,7 @@
 interpreter module falls back to tf.lite only when neither ai-edge-litert nor tflite-runtime is installed).
 
 preprocess (the one image contract), text + vocab (the one text contract), decoding (greedy / beam over a
-step protocol), features (view fusion), manifest + bundle + interpreter (a bundle read through its manifest),
+step protocol), study (a study's views -> attention memory), manifest + bundle + interpreter (a bundle read through its manifest),
 captioner + report (image -> Report), dicom, sanity (not-a-chest-X-ray checks), batch (resumable batch
 output). Training, conversion, bench, app and API all import these.
 """

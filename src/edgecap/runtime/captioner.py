@@ -7,7 +7,7 @@
 
 Per view: runtime.preprocess.read_image (PNG 8/16-bit, JPEG, DICOM via runtime.dicom, bytes or arrays)
 -> runtime.sanity.check (is it a chest X-ray at all?) -> runtime.preprocess.prepare -> Bundle.encode.
-Then runtime.features.fuse_views -> runtime.decoding.decode over Bundle.step -> vocab.render ->
+Then runtime.study.fuse_views -> runtime.decoding.decode over Bundle.step -> vocab.render ->
 the rule-based labeler on the generated text -> Report. Each stage is timed.
 
 An input that fails a sanity check is still captioned (the model's text is kept for inspection), but the
@@ -26,7 +26,7 @@ import numpy as np
 
 from edgecap.runtime import preprocess, sanity
 from edgecap.runtime.decoding import decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.report import Notice, Report, findings_from_labels
 
 ImageInput = Union[str, Path, bytes, bytearray, memoryview, np.ndarray]

@@ -69,7 +69,7 @@ class InputSpec:
     std: float
     color: str  # how colour images become the model's channels
     resize: str  # how any image becomes S x S
-    max_views: int  # views fused for attention (runtime.features.fuse_views)
+    max_views: int  # views fused for attention (runtime.study.fuse_views)
     view_order: tuple[str, ...]  # slot order of the views
 
 

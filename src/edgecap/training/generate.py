@@ -1,6 +1,6 @@
 """Reports from a Keras run, through the runtime's own preprocessing and decode loop.
 
-The same path a bundle takes (runtime.preprocess -> encoder -> runtime.features.fuse_views ->
+The same path a bundle takes (runtime.preprocess -> encoder -> runtime.study.fuse_views ->
 runtime.decoding), with the Keras model behind the step protocol: the reference for conversion drift.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from edgecap.config import Config
 from edgecap.runtime.decoding import Decoded, SpecialIds, decode
-from edgecap.runtime.features import fuse_views
+from edgecap.runtime.study import fuse_views
 from edgecap.runtime.preprocess import load
 from edgecap.runtime.vocab import Vocabulary
 from edgecap.training.keras_step import KerasCaptioner

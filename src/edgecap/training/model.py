@@ -85,7 +85,7 @@ class CaptionModel(keras.Model):
 
     # ---- export views (one image; one step of a fixed number of rows) ----------------------------------
     def encoder_model(self) -> keras.Model:
-        """(1, S, S, 3) -> (1, P, D): one view; the runtime fuses views (runtime.features.fuse_views)."""
+        """(1, S, S, 3) -> (1, P, D): one view; the runtime fuses views (runtime.study.fuse_views)."""
         s = self.cfg.image.size
         img = keras.Input((s, s, 3), batch_size=1, name="image")
         m = self.cnn(img, training=False)
