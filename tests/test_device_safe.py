@@ -8,7 +8,7 @@ import sys
 sys.modules["tensorflow"] = None
 sys.modules["keras"] = None
 import numpy as np
-from edgecap.runtime import decoding, features, preprocess, text, vocab
+from edgecap.runtime import decoding, errors, formats, preprocess, study, text, vocab
 from edgecap.data import iu_xray, splits, stats, fetch
 from edgecap.config import Config
 from edgecap.resources import sample_image
