@@ -32,15 +32,30 @@ SIZES = {"phone": (412, 915), "tablet": (1280, 800)}
 
 
 def _env(kivy_home: Path, density: float) -> dict:
-    env = dict(os.environ, KIVY_HOME=str(kivy_home), KIVY_NO_ARGS="1", SDL_VIDEODRIVER="offscreen",
-               KCFG_KIVY_LOG_LEVEL="warning", KIVY_METRICS_DENSITY=str(density), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        KIVY_HOME=str(kivy_home),
+        KIVY_NO_ARGS="1",
+        SDL_VIDEODRIVER="offscreen",
+        KCFG_KIVY_LOG_LEVEL="warning",
+        KIVY_METRICS_DENSITY=str(density),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     env.pop("DISPLAY", None)
     env.pop("XDG_CONFIG_HOME", None)
     return env
 
 
-def render(scene: str, out: Path | None, size: tuple[int, int], home: Path, env: dict, bundle: str | None,
-           image: Path | None = None, lateral: Path | None = None) -> None:
+def render(
+    scene: str,
+    out: Path | None,
+    size: tuple[int, int],
+    home: Path,
+    env: dict,
+    bundle: str | None,
+    image: Path | None = None,
+    lateral: Path | None = None,
+) -> None:
     """One app process with HOME=home: its data folder is home/.config/edgecap, shown as ~/.config/edgecap."""
     (home / ".config").mkdir(parents=True, exist_ok=True)
     env = {**env, "HOME": str(home)}
@@ -84,8 +99,12 @@ def main() -> None:
         # one history for every scene: a few real studies and the photograph, oldest first
         seeded = tmp / "seeded"
         t0 = time.time()
-        for img, lat in ((images / "CXR100_IM-0002-2001.png", None), (cat, None),
-                         (images / "CXR799_IM-2333-1001.png", None), (images / "CXR25_IM-1024-2001.png", None)):
+        for img, lat in (
+            (images / "CXR100_IM-0002-2001.png", None),
+            (cat, None),
+            (images / "CXR799_IM-2333-1001.png", None),
+            (images / "CXR25_IM-1024-2001.png", None),
+        ):
             render("report", None, SIZES["phone"], seeded, env, a.bundle, img, lat)
         print(f"history seeded in {time.time() - t0:.0f} s")
 

@@ -37,7 +37,7 @@ def tokens_for(bundle_dir: Path, inputs: Path) -> dict:
 
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import decode
-    from edgecap.runtime.study import fuse_views
+    from edgecap.runtime.study import encode_views, fuse_views
 
     try:
         b = Bundle.load(bundle_dir)
@@ -46,11 +46,18 @@ def tokens_for(bundle_dir: Path, inputs: Path) -> dict:
     out = {"loaded": True, "interpreter": b.interpreter_name, "mode": b.manifest.mode, "reports": {}, "features": {}}
     cases = json.loads((inputs / "cases.json").read_text())
     for name, files in cases.items():
-        views = [b.encode(np.load(inputs / f)) if f else None for f in files]
+        views = encode_views(b.encode, _prepared(inputs, files))
         out["features"][name] = [float(np.abs(v).sum()) if v is not None else None for v in views]
-        feats, mask = fuse_views(views + [None] * (b.max_views - len(views)), b.max_views)
+        feats, mask = fuse_views(views, b.max_views)
         out["reports"][name] = {f"beam{k}": decode(b, feats, mask, b.special, b.max_len, beam=k).ids for k in (1, 3)}
     return out
+
+
+def _prepared(inputs: Path, files: list[str | None]) -> list:
+    """The prepared (S, S, 3) views of one case, saved by prepare_inputs (None for a missing view)."""
+    import numpy as np
+
+    return [np.load(inputs / f) if f else None for f in files]
 
 
 def worker(args) -> None:
@@ -83,20 +90,18 @@ def ensure_venv(venv: Path) -> Path:
     if not python.exists():
         print(f"creating {venv} ({', '.join(REQUIREMENTS)})", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS], check=True
+        )
     return python
 
 
 def _gap(bundle, inputs: Path, files: list, ref: list[int], other: list[int], beam: int, tie_gap) -> float:
     """convert.verify.tie_gap with the ai-edge-litert bundle as the reference model (greedy: its margin at
     the first differing token; beam: its score of its own report minus its score of the other report)."""
-    import numpy as np
+    from edgecap.runtime.study import encode_study
 
-    from edgecap.runtime.study import fuse_views
-
-    views = [bundle.encode(np.load(inputs / f)) if f else None for f in files]
-    feats, mask = fuse_views(views + [None] * (bundle.max_views - len(views)), bundle.max_views)
+    feats, mask = encode_study(bundle.encode, _prepared(inputs, files), bundle.max_views)
     if beam == 1:
         return tie_gap(bundle, None, (feats, mask), None, bundle.special, ref, other, 1)
     return tie_gap(None, bundle, None, (feats, mask), bundle.special, other, ref, beam)
@@ -136,8 +141,15 @@ def compare(new: dict, old: dict, inputs: Path) -> list[list[str]]:
                     ties += _gap(b, inputs, cases[case], ids, got, int(key[4:]), tie_gap) < t["tie_margin"]
         ok = promised and (same + ties) / total >= t["min_identical"]
         status = "ok" if ok else "FAILED" if promised else "loads (manifest says no)"
-        rows.append([Path(path).name, _yn(promised), f"loads ({there['interpreter']})",
-                     f"{same}/{total} identical" + (f" + {ties} near tie" if ties else ""), status])
+        rows.append(
+            [
+                Path(path).name,
+                _yn(promised),
+                f"loads ({there['interpreter']})",
+                f"{same}/{total} identical" + (f" + {ties} near tie" if ties else ""),
+                status,
+            ]
+        )
     return rows
 
 
@@ -148,8 +160,12 @@ def _yn(b: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundles", nargs="+", help="bundle folders (edgecap convert), all from the same run")
-    ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "edgecap" / "venv-tflite-runtime-2.14",
-                    help="venv for tflite-runtime 2.14 (created on first use, outside the repository)")
+    ap.add_argument(
+        "--venv",
+        type=Path,
+        default=Path.home() / ".cache" / "edgecap" / "venv-tflite-runtime-2.14",
+        help="venv for tflite-runtime 2.14 (created on first use, outside the repository)",
+    )
     ap.add_argument("--images", type=Path, default=None, help="folder of images (default: the packaged sample)")
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)  # worker: where to write tokens
     ap.add_argument("--inputs", default=None, help=argparse.SUPPRESS)  # worker: prepared inputs
@@ -177,10 +193,15 @@ def main() -> int:
             print(p.stderr[-3000:], file=sys.stderr)
             return 1
         old = json.loads((tmp / "tflite214.json").read_text())
-        version = subprocess.run([str(python), "-c", "import tflite_runtime, numpy; print(tflite_runtime.__version__,"
-                                  " numpy.__version__)"], capture_output=True, text=True).stdout.split()
-        print(f"tflite-runtime {version[0]} (numpy {version[1]}) vs ai-edge-litert, {len(images)} images + 1 "
-              f"two-view study, greedy and beam 3\n")
+        version = subprocess.run(
+            [str(python), "-c", "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        print(
+            f"tflite-runtime {version[0]} (numpy {version[1]}) vs ai-edge-litert, {len(images)} images + 1 "
+            f"two-view study, greedy and beam 3\n"
+        )
         rows = compare(new, old, tmp)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -4,7 +4,7 @@
     python scripts/load_test.py --bundle bundles/int8 --requests 1000 --concurrency 16 --workers 2
     python scripts/load_test.py --url http://127.0.0.1:8000 --pid 12345    # an already running server
 
-Without --url it starts `python -m edgecap.serve.cli` on 127.0.0.1 and a free port, waits for /v1/health,
+Without --url it starts `python -m edgecap.cli serve` on 127.0.0.1 and a free port, waits for /v1/health,
 sends --warmup requests (not measured), reads the server's RSS, sends --requests POST /v1/reports from
 --concurrency client threads (each its own keep-alive connection), reads the RSS again (and its peak,
 sampled every 0.2 s), prints one table and stops the server. It never talks to a non-loopback address.
@@ -60,8 +60,22 @@ def is_loopback_url(url: str) -> bool:
 
 
 def start_server(args, port: int, log_file) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edgecap.serve.cli", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecap.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+        "--queue-size",
+        str(args.queue_size),
+        "--log-level",
+        "warning",
+    ]
     if args.bundle:
         cmd += ["--bundle", str(args.bundle)]
     if args.threads:
@@ -107,8 +121,11 @@ def run_load(url: str, image: bytes, n: int, concurrency: int, beam: int, header
                         return
                 t0 = time.perf_counter()
                 try:
-                    r = client.post(f"{url}/v1/reports", files={"frontal": ("image.png", image, "image/png")},
-                                    data={"beam": str(beam)})
+                    r = client.post(
+                        f"{url}/v1/reports",
+                        files={"frontal": ("image.png", image, "image/png")},
+                        data={"beam": str(beam)},
+                    )
                     outcome = str(r.status_code)
                 except httpx.HTTPError as e:
                     outcome = type(e).__name__
@@ -151,8 +168,9 @@ class PeakRss:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--url", help="A running server on loopback (default: start one).")
     p.add_argument("--pid", type=int, help="With --url: the server's process id, for its memory.")
     p.add_argument("--bundle", type=Path, help="Bundle for the started server (default: edgecap's default bundle).")
@@ -190,12 +208,18 @@ def main(argv: list[str] | None = None) -> int:
             pid = proc.pid
         with httpx.Client(headers=headers) as client:
             health = wait_healthy(client, url, proc)
-        warm_lat, warm_out, _ = run_load(url, image, args.warmup, min(args.concurrency, max(1, args.warmup)),
-                                         args.beam, headers, args.timeout) if args.warmup else ([], Counter(), 0)
+        warm_lat, warm_out, _ = (
+            run_load(
+                url, image, args.warmup, min(args.concurrency, max(1, args.warmup)), args.beam, headers, args.timeout
+            )
+            if args.warmup
+            else ([], Counter(), 0)
+        )
         rss_before = rss_mb(pid)
         with PeakRss(pid) as peak:
-            latencies, outcomes, wall = run_load(url, image, args.requests, args.concurrency, args.beam, headers,
-                                                 args.timeout)
+            latencies, outcomes, wall = run_load(
+                url, image, args.requests, args.concurrency, args.beam, headers, args.timeout
+            )
         rss_after = rss_mb(pid)
     finally:
         if proc is not None:
@@ -208,16 +232,37 @@ def main(argv: list[str] | None = None) -> int:
 
     errors = sum(v for k, v in outcomes.items() if k != "200")
     figures = {
-        "url": url, "image": str(image_path), "image_bytes": len(image), "bundle": health.get("bundle"),
-        "workers": health.get("queue", {}).get("workers"), "requests": args.requests,
-        "concurrency": args.concurrency, "beam": args.beam, "ok": outcomes.get("200", 0), "errors": errors,
-        "outcomes": dict(outcomes), "wall_s": round(wall, 3), "throughput_rps": round(args.requests / wall, 2),
-        "latency_ms": {k: round(v, 1) for k, v in (
-            ("p50", percentile(latencies, 50)), ("p95", percentile(latencies, 95)),
-            ("p99", percentile(latencies, 99)), ("max", max(latencies)), ("mean", statistics.fmean(latencies)),
-        )} if latencies else None,
-        "rss_mb": {"before": _r(rss_before), "after": _r(rss_after), "peak": _r(peak.peak),
-                   "growth": _r(rss_after - rss_before) if rss_before is not None and rss_after is not None else None},
+        "url": url,
+        "image": str(image_path),
+        "image_bytes": len(image),
+        "bundle": health.get("bundle"),
+        "workers": health.get("queue", {}).get("workers"),
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "beam": args.beam,
+        "ok": outcomes.get("200", 0),
+        "errors": errors,
+        "outcomes": dict(outcomes),
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(args.requests / wall, 2),
+        "latency_ms": {
+            k: round(v, 1)
+            for k, v in (
+                ("p50", percentile(latencies, 50)),
+                ("p95", percentile(latencies, 95)),
+                ("p99", percentile(latencies, 99)),
+                ("max", max(latencies)),
+                ("mean", statistics.fmean(latencies)),
+            )
+        }
+        if latencies
+        else None,
+        "rss_mb": {
+            "before": _r(rss_before),
+            "after": _r(rss_after),
+            "peak": _r(peak.peak),
+            "growth": _r(rss_after - rss_before) if rss_before is not None and rss_after is not None else None,
+        },
         "server_log": log.name if proc is not None else None,
     }
     _print(figures)
@@ -233,17 +278,25 @@ def _r(v: float | None) -> float | None:
 def _print(f: dict) -> None:
     lat, rss = f["latency_ms"] or {}, f["rss_mb"]
     rows = [
-        ("server", f"{f['url']} ({f['workers']} worker(s), bundle {(f['bundle'] or {}).get('mode')}, "
-                   f"{(f['bundle'] or {}).get('interpreter')})"),
-        ("load", f"{f['requests']} requests, {f['concurrency']} concurrent, beam {f['beam']}, "
-                 f"{f['image_bytes']:,}-byte image"),
+        (
+            "server",
+            f"{f['url']} ({f['workers']} worker(s), bundle {(f['bundle'] or {}).get('mode')}, "
+            f"{(f['bundle'] or {}).get('interpreter')})",
+        ),
+        (
+            "load",
+            f"{f['requests']} requests, {f['concurrency']} concurrent, beam {f['beam']}, "
+            f"{f['image_bytes']:,}-byte image",
+        ),
         ("wall time", f"{f['wall_s']:.2f} s"),
         ("throughput", f"{f['throughput_rps']:.1f} reports/s"),
         ("latency p50 / p95", f"{lat.get('p50', 'n/a')} / {lat.get('p95', 'n/a')} ms"),
         ("latency p99 / max", f"{lat.get('p99', 'n/a')} / {lat.get('max', 'n/a')} ms"),
         ("errors", f"{f['errors']} " + (f"({f['outcomes']})" if f["errors"] else "")),
-        ("server RSS before / after", f"{rss['before']} / {rss['after']} MiB (peak {rss['peak']}, growth "
-                                      f"{rss['growth']})"),
+        (
+            "server RSS before / after",
+            f"{rss['before']} / {rss['after']} MiB (peak {rss['peak']}, growth {rss['growth']})",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -1,6 +1,6 @@
 """Time the reference architectures of the device projection on THIS machine (docs/projection.md).
 
-The published per-device figures in ``src/edgecap/benchmarks/device_ratios.json`` are latencies of
+The published per-device figures in ``scripts/projection/device_ratios.json`` are latencies of
 standard TFLite models (MobileNet V1 / V2 / V3 at 224 px, EfficientNet-Lite0). To turn them into
 device / host ratios the same architectures must be timed here, through the same interpreter the bundles
 run on (ai-edge-litert, default XNNPACK delegate). This script:
@@ -15,9 +15,10 @@ run on (ai-edge-litert, default XNNPACK delegate). This script:
 4. writes one JSON (``--out``) with the host CPU model (/proc/cpuinfo), core count, load average before and
    after, package versions and the date.
 
-Usage (TensorFlow is needed to build and convert; it is not imported by edgecap's projection code):
+Usage (TensorFlow is needed to build and convert; the projection itself, projection/device_projection.py, never
+imports it):
 
-    python scripts/projection_reference.py --out src/edgecap/benchmarks/reference_host.json
+    python scripts/projection_reference.py --out scripts/projection/reference_host.json
     python scripts/projection_reference.py --models mobilenet_v2 --threads 1 --runs 20 --out /tmp/ref.json
 
 Keep runs short on a shared machine; note that more threads than cores oversubscribe (the JSON says so).
@@ -48,29 +49,59 @@ IMAGE_SIZE = 224
 
 # name -> (description, published counterpart). MACs are counted from the converted file when possible.
 MODELS: dict[str, tuple[str, str]] = {
-    "mobilenet_v1_1.0_224": ("keras.applications.MobileNet(alpha=1.0), 1000 classes",
-                             "mobilenet_v1_1.0_224(.tflite / _quant.tflite), TF-slim"),
-    "mobilenet_v2_1.0_224": ("keras.applications.MobileNetV2(alpha=1.0), 1000 classes",
-                             "mobilenet_v2_1.0_224(.tflite / _quant.tflite), TF-slim"),
-    "mobilenet_v3_large_224": ("keras.applications.MobileNetV3Large(include_preprocessing=False)",
-                               "MobileNet v3 Large 1.0 224"),
-    "mobilenet_v3_small_224": ("keras.applications.MobileNetV3Small(include_preprocessing=False)",
-                               "MobileNet v3 Small 1.0 224"),
-    "efficientnet_lite0_224": ("edgecap.training.efficientnet_lite.build_efficientnet_lite0(include_top=True)",
-                               "efficientnet-lite0 (tensorflow/tpu), the architecture of edgecap's encoder"),
-    "resnet18_224": ("hand-built torchvision resnet18 layout (basic blocks [2, 2, 2, 2]), 'same' padding",
-                     "torchvision / microsoft resnet-18"),
-    "resnet50_224": ("hand-built ResNet-50 v1.5 (stride on the 3x3 conv, as torchvision / microsoft resnet-50)",
-                     "torchvision / microsoft resnet-50"),
-    "squeezenet1_1_224": ("hand-built torchvision squeezenet1_1 (valid max-pools give the same 55/27/13 maps)",
-                          "torchvision squeezenet1_1"),
+    "mobilenet_v1_1.0_224": (
+        "keras.applications.MobileNet(alpha=1.0), 1000 classes",
+        "mobilenet_v1_1.0_224(.tflite / _quant.tflite), TF-slim",
+    ),
+    "mobilenet_v2_1.0_224": (
+        "keras.applications.MobileNetV2(alpha=1.0), 1000 classes",
+        "mobilenet_v2_1.0_224(.tflite / _quant.tflite), TF-slim",
+    ),
+    "mobilenet_v3_large_224": (
+        "keras.applications.MobileNetV3Large(include_preprocessing=False)",
+        "MobileNet v3 Large 1.0 224",
+    ),
+    "mobilenet_v3_small_224": (
+        "keras.applications.MobileNetV3Small(include_preprocessing=False)",
+        "MobileNet v3 Small 1.0 224",
+    ),
+    "efficientnet_lite0_224": (
+        "edgecap.training.efficientnet_lite.build_efficientnet_lite0(include_top=True)",
+        "efficientnet-lite0 (tensorflow/tpu), the architecture of edgecap's encoder",
+    ),
+    "resnet18_224": (
+        "hand-built torchvision resnet18 layout (basic blocks [2, 2, 2, 2]), 'same' padding",
+        "torchvision / microsoft resnet-18",
+    ),
+    "resnet50_224": (
+        "hand-built ResNet-50 v1.5 (stride on the 3x3 conv, as torchvision / microsoft resnet-50)",
+        "torchvision / microsoft resnet-50",
+    ),
+    "squeezenet1_1_224": (
+        "hand-built torchvision squeezenet1_1 (valid max-pools give the same 55/27/13 maps)",
+        "torchvision squeezenet1_1",
+    ),
 }
-SHORT = {"mobilenet_v1": "mobilenet_v1_1.0_224", "mobilenet_v2": "mobilenet_v2_1.0_224",
-         "mobilenet_v3_large": "mobilenet_v3_large_224", "mobilenet_v3_small": "mobilenet_v3_small_224",
-         "efficientnet_lite0": "efficientnet_lite0_224", "resnet18": "resnet18_224", "resnet50": "resnet50_224",
-         "squeezenet1_1": "squeezenet1_1_224"}
-DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_lite0",
-                  "resnet18", "resnet50", "squeezenet1_1")
+SHORT = {
+    "mobilenet_v1": "mobilenet_v1_1.0_224",
+    "mobilenet_v2": "mobilenet_v2_1.0_224",
+    "mobilenet_v3_large": "mobilenet_v3_large_224",
+    "mobilenet_v3_small": "mobilenet_v3_small_224",
+    "efficientnet_lite0": "efficientnet_lite0_224",
+    "resnet18": "resnet18_224",
+    "resnet50": "resnet50_224",
+    "squeezenet1_1": "squeezenet1_1_224",
+}
+DEFAULT_MODELS = (
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "squeezenet1_1",
+)
 
 
 def _resnet(name: str, block: str, repeats: tuple[int, ...]):
@@ -119,14 +150,14 @@ def _squeezenet1_1():
         return layers.Concatenate()([a, b])
 
     inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
-    x = layers.Conv2D(64, 3, 2, activation="relu")(inp)          # 111 x 111
-    x = layers.MaxPooling2D(3, 2)(x)                               # 55
+    x = layers.Conv2D(64, 3, 2, activation="relu")(inp)  # 111 x 111
+    x = layers.MaxPooling2D(3, 2)(x)  # 55
     x = fire(x, 16, 64, 64)
     x = fire(x, 16, 64, 64)
-    x = layers.MaxPooling2D(3, 2)(x)                               # 27
+    x = layers.MaxPooling2D(3, 2)(x)  # 27
     x = fire(x, 32, 128, 128)
     x = fire(x, 32, 128, 128)
-    x = layers.MaxPooling2D(3, 2)(x)                               # 13
+    x = layers.MaxPooling2D(3, 2)(x)  # 13
     x = fire(x, 48, 192, 192)
     x = fire(x, 48, 192, 192)
     x = fire(x, 64, 256, 256)
@@ -158,11 +189,13 @@ def _build(name: str):
     if name == "mobilenet_v2_1.0_224":
         return keras.applications.MobileNetV2(input_shape=shape, alpha=1.0, weights=None, classes=1000)
     if name == "mobilenet_v3_large_224":
-        return keras.applications.MobileNetV3Large(input_shape=shape, weights=None, classes=1000,
-                                                   include_preprocessing=False)
+        return keras.applications.MobileNetV3Large(
+            input_shape=shape, weights=None, classes=1000, include_preprocessing=False
+        )
     if name == "mobilenet_v3_small_224":
-        return keras.applications.MobileNetV3Small(input_shape=shape, weights=None, classes=1000,
-                                                   include_preprocessing=False)
+        return keras.applications.MobileNetV3Small(
+            input_shape=shape, weights=None, classes=1000, include_preprocessing=False
+        )
     if name == "efficientnet_lite0_224":
         from edgecap.training.efficientnet_lite import build_efficientnet_lite0
 
@@ -194,7 +227,7 @@ def convert(model, variant: str, calib: int, seed: int) -> bytes:
         conv.inference_output_type = tf.int8
     elif variant != "float32":
         raise ValueError(variant)
-    # the converter prints a SavedModel listing to stdout (TOOLCHAIN.md): keep the log readable
+    # the converter prints a SavedModel listing to stdout (docs/toolchain.md): keep the log readable
     with contextlib.redirect_stdout(io.StringIO()):
         return conv.convert()
 
@@ -314,8 +347,21 @@ def cpu_ids() -> dict:
 
 
 def cpu_flags() -> list[str]:
-    wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16",
-              "avx512_fp16", "asimd", "asimddp", "i8mm", "sve"}
+    wanted = {
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+        "amx_bf16",
+        "avx512_bf16",
+        "avx512_fp16",
+        "asimd",
+        "asimddp",
+        "i8mm",
+        "sve",
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("flags", "features")):
@@ -329,8 +375,11 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "numpy": np.__version__}
-    for key, dists in (("ai_edge_litert", ("ai-edge-litert",)), ("tensorflow", ("tensorflow", "tensorflow-cpu")),
-                       ("keras", ("keras",))):
+    for key, dists in (
+        ("ai_edge_litert", ("ai-edge-litert",)),
+        ("tensorflow", ("tensorflow", "tensorflow-cpu")),
+        ("keras", ("keras",)),
+    ):
         out[key] = None
         for dist in dists:
             try:
@@ -352,13 +401,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--calib", type=int, default=8, help="random calibration samples for int8")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-load", type=float, default=None,
-                    help="before timing each model, wait until the 1-minute load average is below this")
+    ap.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="before timing each model, wait until the 1-minute load average is below this",
+    )
     ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for --max-load at most")
     ap.add_argument("--keep", help="folder to keep the .tflite files in (default: a temporary folder)")
-    ap.add_argument("--merge", action="append", default=[],
-                    help="earlier output(s) of this script: per (model, variant, threads) the row with the lowest "
-                         "median is kept (outside load only adds time, so repeated passes converge on the quiet value)")
+    ap.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        help="earlier output(s) of this script: per (model, variant, threads) the row with the lowest "
+        "median is kept (outside load only adds time, so repeated passes converge on the quiet value)",
+    )
     args = ap.parse_args(argv)
 
     models = [SHORT.get(m.strip(), m.strip()) for m in args.models.split(",") if m.strip()]
@@ -391,33 +448,52 @@ def main(argv: list[str] | None = None) -> int:
                 timings = time_model(path, threads, args.warmup, args.runs, args.rounds, args.seed)
                 for t in threads:
                     r = timings[t]
-                    row = {"model": name, "variant": variant, "threads": t, **r, "loadavg_1min": round(load, 2),
-                           "oversubscribed": t > cores, "file_bytes": len(data), "params": params,
-                           "macs": macs, "convert_s": round(conv_s, 1)}
+                    row = {
+                        "model": name,
+                        "variant": variant,
+                        "threads": t,
+                        **r,
+                        "loadavg_1min": round(load, 2),
+                        "oversubscribed": t > cores,
+                        "file_bytes": len(data),
+                        "params": params,
+                        "macs": macs,
+                        "convert_s": round(conv_s, 1),
+                    }
                     results.append(row)
-                    print(f"{name:24s} {variant:8s} {t} thr  median {r['median_ms']:8.2f} ms  "
-                          f"(p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f})", flush=True)
+                    print(
+                        f"{name:24s} {variant:8s} {t} thr  median {r['median_ms']:8.2f} ms  "
+                        f"(p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f})",
+                        flush=True,
+                    )
             print(f"  {name}: {time.perf_counter() - t_build:.0f} s in all", flush=True)
             del model
 
     merged_from = []
     for prev_path in args.merge:
         prev = json.loads(Path(prev_path).read_text())
-        merged_from.append({"file": Path(prev_path).name, "generated_utc": prev.get("generated_utc"),
-                            "host": prev.get("host", {}).get("cpu_model"),
-                            "loadavg_before": prev.get("host", {}).get("loadavg_before")})
+        merged_from.append(
+            {
+                "file": Path(prev_path).name,
+                "generated_utc": prev.get("generated_utc"),
+                "host": prev.get("host", {}).get("cpu_model"),
+                "loadavg_before": prev.get("host", {}).get("loadavg_before"),
+            }
+        )
         merged_from.extend(prev.get("merged_passes", []))  # passes that file had merged in turn
         best = {(r["model"], r["variant"], r["threads"]): r for r in results}
         for r in prev.get("results", []):
             key = (r["model"], r["variant"], r["threads"])
             if key not in best or r["median_ms"] < best[key]["median_ms"]:
                 best[key] = {"from_pass": prev.get("generated_utc"), **r}  # keep an older pass's own label
-        results = sorted(best.values(), key=lambda r: (list(MODELS).index(r["model"]) if r["model"] in MODELS
-                                                       else 99, r["variant"], r["threads"]))
+        results = sorted(
+            best.values(),
+            key=lambda r: (list(MODELS).index(r["model"]) if r["model"] in MODELS else 99, r["variant"], r["threads"]),
+        )
 
     out = {
         "what": "Reference architectures timed on this host through ai-edge-litert (default XNNPACK delegate); "
-                "the denominators of the device / host ratios in docs/projection.md.",
+        "the denominators of the device / host ratios in docs/projection.md.",
         "generated_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "date": started.strftime("%Y-%m-%d"),
         "host": {
@@ -433,21 +509,29 @@ def main(argv: list[str] | None = None) -> int:
         "method": {
             "weights": "random initialisation (weights=None); latency does not depend on weight values",
             "int8": "full integer (TFLITE_BUILTINS_INT8), int8 input/output, calibrated on "
-                    f"{args.calib} uniform[-1, 1] random images",
+            f"{args.calib} uniform[-1, 1] random images",
             "float32": "TFLiteConverter.from_keras_model, no optimisation",
             "timing": f"per thread count: {args.warmup} warm-up invokes discarded, then {args.rounds} interleaved "
-                      f"batches of {args.runs} single invokes (time.perf_counter around interpreter.invoke, input "
-                      "set once); median_ms is the lowest batch median (outside load only adds time), p10 / p90 "
-                      "are of that batch",
+            f"batches of {args.runs} single invokes (time.perf_counter around interpreter.invoke, input "
+            "set once); median_ms is the lowest batch median (outside load only adds time), p10 / p90 "
+            "are of that batch",
             "image_size": IMAGE_SIZE,
             "script": "scripts/projection_reference.py",
         },
-        "models": {m: {"built_from": MODELS[m][0], "published_counterpart": MODELS[m][1]}
-                   for m in sorted({r["model"] for r in results}, key=lambda m: list(MODELS).index(m))},
+        "models": {
+            m: {"built_from": MODELS[m][0], "published_counterpart": MODELS[m][1]}
+            for m in sorted({r["model"] for r in results}, key=lambda m: list(MODELS).index(m))
+        },
         "merged_passes": merged_from,
-        **({"passes": f"{len(merged_from) + 1} passes of this script merged, keeping per (model, variant, "
-                      "threads) the row with the lowest median; from_pass names the pass a row comes from "
-                      "(absent: the last pass)"} if merged_from else {}),
+        **(
+            {
+                "passes": f"{len(merged_from) + 1} passes of this script merged, keeping per (model, variant, "
+                "threads) the row with the lowest median; from_pass names the pass a row comes from "
+                "(absent: the last pass)"
+            }
+            if merged_from
+            else {}
+        ),
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

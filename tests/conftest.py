@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray"
@@ -46,9 +45,11 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if _strict_skips() and (reason := _unexpected(report)) is not None:
         report.outcome = "failed"
-        report.longrepr = (f"unexpected skip (EDGECAP_STRICT_SKIPS=1): {reason}\n"
-                           "install what it needs (.ci/run does) or add an intended skip to ALLOWED_SKIPS in "
-                           "tests/conftest.py with its reason")
+        report.longrepr = (
+            f"unexpected skip (EDGECAP_STRICT_SKIPS=1): {reason}\n"
+            "install what it needs (.ci/run does) or add an intended skip to ALLOWED_SKIPS in "
+            "tests/conftest.py with its reason"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -105,8 +106,9 @@ def make_dicom():
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
 
-    def make(pixels, photometric="MONOCHROME2", window="full", intercept=-1024.0, frames=1, jpeg_syntax=None,
-             extra=None) -> bytes:
+    def make(
+        pixels, photometric="MONOCHROME2", window="full", intercept=-1024.0, frames=1, jpeg_syntax=None, extra=None
+    ) -> bytes:
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian

@@ -46,10 +46,30 @@ def quick_run(tmp_path_factory):
     dec.write_bytes(bytes(data))
     out = d / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgecap.cli", "bench", "--quick", "--bundle", "default", "--bundle", str(broken),
-         "--json", str(out), "--markdown", str(d / "bench.md"), "--plot", str(d / "bench.png"),
-         "--check", "default:identical>=0.5,default:rss_mb<4000"],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "edgecap.cli",
+            "bench",
+            "--quick",
+            "--bundle",
+            "default",
+            "--bundle",
+            str(broken),
+            "--json",
+            str(out),
+            "--markdown",
+            str(d / "bench.md"),
+            "--plot",
+            str(d / "bench.png"),
+            "--check",
+            "default:identical>=0.5,default:rss_mb<4000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     return proc, out, d
 
 
@@ -107,7 +127,7 @@ def test_quick_run_schema_rows_and_failed_variant(quick_run):
 @pytest.mark.slow
 @pytest.mark.tf
 def test_terminal_table_has_one_row_per_variant(quick_run):
-    proc, out, _ = quick_run
+    proc, _, _ = quick_run
     table = proc.stdout.split("\n\n")[0].splitlines()
     names = [line.split()[0] for line in table[2:]]
     assert names == ["keras", "keras-eager", "default", "broken"]
@@ -115,8 +135,9 @@ def test_terminal_table_has_one_row_per_variant(quick_run):
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgecap.cli", "bench", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecap.cli", "bench", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.slow
@@ -150,15 +171,31 @@ def test_check_parsing_and_evaluation():
     parsed = checks.parse("int8:identical>=0.95, speedup>5 ,rss_mb<200")
     assert [str(c) for c in parsed] == ["int8:identical>=0.95", "speedup>5", "rss_mb<200"]
     assert len(checks.parse("targets")) == len(checks.TARGETS.split(","))
-    result = {"settings": {"threads": [2]}, "variants": [
-        {"name": "a", "kind": "bundle", "mode": "int8", "status": "ok",
-         "drift": {"identical": 0.97, "relative": {"bleu4": -0.02}}, "process": {"status": "ok", "peak_rss_mb": 90.0,
-                                                                                 "cold_start_ms": {"p50_ms": 900}}},
-        {"name": "b", "kind": "bundle", "mode": "float32", "status": "failed", "error": "boom"},
-        {"name": "keras", "kind": "keras", "mode": None, "status": "ok"}],
-        "ratios": {"a": {"speedup_vs_keras": {"2": 6.0}, "size_vs_float32": 0.4, "python_share": {"2": 0.2}}}}
-    out = {(c["variant"], c["check"]): c for c in checks.evaluate(result, checks.parse(
-        "int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,size_ratio<=0.5,python_share<=0.3"))}
+    result = {
+        "settings": {"threads": [2]},
+        "variants": [
+            {
+                "name": "a",
+                "kind": "bundle",
+                "mode": "int8",
+                "status": "ok",
+                "drift": {"identical": 0.97, "relative": {"bleu4": -0.02}},
+                "process": {"status": "ok", "peak_rss_mb": 90.0, "cold_start_ms": {"p50_ms": 900}},
+            },
+            {"name": "b", "kind": "bundle", "mode": "float32", "status": "failed", "error": "boom"},
+            {"name": "keras", "kind": "keras", "mode": None, "status": "ok"},
+        ],
+        "ratios": {"a": {"speedup_vs_keras": {"2": 6.0}, "size_vs_float32": 0.4, "python_share": {"2": 0.2}}},
+    }
+    out = {
+        (c["variant"], c["check"]): c
+        for c in checks.evaluate(
+            result,
+            checks.parse(
+                "int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,size_ratio<=0.5,python_share<=0.3"
+            ),
+        )
+    }
     assert out[("a", "int8:identical>=0.95")]["passed"]
     assert not out[("a", "int8:bleu4_drop<=0.01")]["passed"]  # 2 % worse than Keras
     assert out[("a", "int8:speedup>=5")]["value"] == 6.0
@@ -166,11 +203,45 @@ def test_check_parsing_and_evaluation():
     assert not out[("b", "size_ratio<=0.5")]["passed"] and "boom" in out[("b", "size_ratio<=0.5")]["note"]
     assert ("keras", "python_share<=0.3") not in out  # checks apply to bundle rows
     miss = checks.evaluate(result, checks.parse("int8-full:identical>=0.9"))
-    assert miss == [{"check": "int8-full:identical>=0.9", "variant": "int8-full", "value": None, "passed": False,
-                     "note": "no bundle row matches this variant"}]
+    assert miss == [
+        {
+            "check": "int8-full:identical>=0.9",
+            "variant": "int8-full",
+            "value": None,
+            "passed": False,
+            "note": "no bundle row matches this variant",
+        }
+    ]
     for bad in ("identical", "x:identical>=", "identical>=0.9x", "foo>=1"):
         with pytest.raises(checks.CheckSyntaxError):
             checks.parse(bad)
+
+
+def test_typed_rows_and_ratios_give_back_the_committed_result():
+    """benchmarks.rows.Variant.to_json and benchmarks.ratios rebuild docs/bench/default-run.json's rows (keys in
+    their saved order) and its "ratios"; a row of a bundle folder keeps its own saved key order."""
+    from dataclasses import fields
+
+    from edgecap.benchmarks.ratios import ratios
+    from edgecap.benchmarks.rows import Variant
+
+    result = json.loads((Path(__file__).parents[1] / "docs" / "bench" / "default-run.json").read_text())
+    names = {f.name for f in fields(Variant)}
+    rows = [Variant(**{k: x for k, x in row.items() if k in names}) for row in result["variants"]]
+    assert [list(v.to_json().items()) for v in rows] == [list(row.items()) for row in result["variants"]]
+    assert ratios(rows) == result["ratios"]
+    given = Variant("default", "bundle", "package:bundles/default", mode="int8", verified=True, drift_note="x")
+    assert list(given.to_json()) == [
+        "name",
+        "kind",
+        "path",
+        "status",
+        "error",
+        "verified",
+        "converted",
+        "mode",
+        "drift_note",
+    ]
 
 
 def test_inputs_derive_from_real_studies(tmp_path):
@@ -204,15 +275,21 @@ def test_derive_keeps_an_xray_like_image():
         assert x.shape[0] >= 0.88 * image.shape[0] - 1 and x.shape[1] >= 0.88 * image.shape[1] - 1
         assert sanity.check(x)[0] == []  # still passes the runtime's chest X-ray checks
         if t != "original":
-            assert not np.array_equal(x, image[:x.shape[0], :x.shape[1]])
+            assert not np.array_equal(x, image[: x.shape[0], : x.shape[1]])
 
 
 def test_five_figures_counts_runs():
     from edgecap.benchmarks.worker import five_figures, summary
 
     calls = []
-    f = five_figures(lambda: calls.append("init"), lambda: calls.append("run"), warmup_runs=3, min_runs=7,
-                     min_seconds=0.0, max_runs=7)
+    f = five_figures(
+        lambda: calls.append("init"),
+        lambda: calls.append("run"),
+        warmup_runs=3,
+        min_runs=7,
+        min_seconds=0.0,
+        max_runs=7,
+    )
     assert calls[0] == "init" and calls.count("run") == 1 + 3 + 7
     assert f["status"] == "ok" and f["steady"]["n"] == 7 and f["memory"]["peak_mb"] >= 0
     s = summary([1.0, 2.0, 3.0, 4.0])
@@ -220,7 +297,7 @@ def test_five_figures_counts_runs():
 
 
 def test_caption_process_is_tensorflow_free():
-    from edgecap.benchmarks.bench import caption_process
+    from edgecap.benchmarks.processes import caption_process
     from edgecap.resources import sample_image
 
     r = caption_process(str(default_bundle_path()), str(sample_image()), runs=1)
@@ -230,8 +307,8 @@ def test_caption_process_is_tensorflow_free():
 
 def test_decode_split_accounts_for_the_loop():
     from edgecap.benchmarks.worker import decode_split
-    from edgecap.runtime.captioner import Captioner
     from edgecap.resources import sample_image
+    from edgecap.runtime.captioner import Captioner
 
     cap = Captioner.from_bundle(num_threads=1)
     plain = cap.caption(sample_image(), beam=3)

@@ -20,8 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "buildozer.spec"
 TF_ONLY = ("training", "convert", "benchmarks", "data", "evaluation")  # need TensorFlow or dev-only data tools
 # python-for-android recipe / pip name -> import name
-IMPORT_NAMES = {"kivy": "kivy", "numpy": "numpy", "opencv": "cv2", "tflite-runtime": "tflite_runtime",
-                "pydicom": "pydicom", "plyer": "plyer", "android": "android", "filetype": "filetype"}
+IMPORT_NAMES = {
+    "kivy": "kivy",
+    "numpy": "numpy",
+    "opencv": "cv2",
+    "tflite-runtime": "tflite_runtime",
+    "pydicom": "pydicom",
+    "plyer": "plyer",
+    "android": "android",
+    "filetype": "filetype",
+}
 # imports an app module may make inside a function without a recipe: the interpreter fallback chain
 # (runtime/interpreter.py tries ai-edge-litert, then tflite-runtime, then TensorFlow, each under ImportError)
 OPTIONAL_LAZY = {"edgecap/runtime/interpreter.py": {"ai_edge_litert", "tensorflow"}}
@@ -52,7 +60,7 @@ def packed_files(c: configparser.ConfigParser) -> list[str]:
     inc_pat = [p.lower() for p in getlist(c, "source.include_patterns")]
     out = []
     for root, _dirs, files in os.walk(source, followlinks=True):
-        rel = root[len(str(source)):].lstrip(os.sep)
+        rel = root[len(str(source)) :].lstrip(os.sep)
         if rel and any(x.startswith(".") for x in rel.split(os.sep)):
             continue
         froot = rel.replace(os.sep, "/").lower()
@@ -110,7 +118,9 @@ def test_requirements_are_recipes_without_tensorflow(spec):
 
 
 def test_packs_only_device_safe_files(packed):
-    assert "main.py" in packed and "edgecap/edge_app/edgecap.kv" in packed and "edgecap/edge_app/app.py" in packed
+    assert "main.py" in packed and "edgecap/edge_app/app.py" in packed
+    kv = {f"edgecap/edge_app/kv/{p.name}" for p in (ROOT / "src" / "edgecap" / "edge_app" / "kv").glob("*.kv")}
+    assert "edgecap/edge_app/kv/window.kv" in kv and kv <= set(packed)  # every layout file of the app
     assert "edgecap/labeler/rules" in " ".join(packed)
     for path in packed:
         parts = path.split("/")
@@ -144,7 +154,7 @@ def _imports(path: Path, module: str):
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
@@ -160,8 +170,11 @@ def test_every_import_of_the_app_is_packed(spec, packed):
     modules are stdlib or requirements (TensorFlow only as runtime/interpreter.py's guarded last fallback)."""
     src = ROOT / "src"
     packed_set = set(packed)
-    recipes = {IMPORT_NAMES[r.split("==")[0].lower()] for r in getlist(spec, "requirements")
-               if r.split("==")[0].lower() in IMPORT_NAMES}
+    recipes = {
+        IMPORT_NAMES[r.split("==")[0].lower()]
+        for r in getlist(spec, "requirements")
+        if r.split("==")[0].lower() in IMPORT_NAMES
+    }
     stdlib = set(sys.stdlib_module_names)
     problems = []
     for rel in (p for p in packed if p.endswith(".py")):
@@ -180,8 +193,10 @@ def test_every_import_of_the_app_is_packed(spec, packed):
             elif not at_top and root in OPTIONAL_LAZY.get(rel, set()):
                 continue
             else:
-                problems.append(f"{rel} imports {name} ({'module level' if at_top else 'in a function'}): "
-                                f"no python-for-android requirement provides it")
+                problems.append(
+                    f"{rel} imports {name} ({'module level' if at_top else 'in a function'}): "
+                    f"no python-for-android requirement provides it"
+                )
     assert not problems, "\n".join(sorted(set(problems)))
 
 
@@ -229,9 +244,17 @@ def test_replay_matches_buildozer_rules(tmp_path):
     an include pattern rescues a file from exclude_patterns, include_exts filters last."""
     c = configparser.ConfigParser()
     c.optionxform = str
-    c.read_dict({"app": {"source.dir": str(tmp_path), "source.include_exts": "py,kv",
-                         "source.exclude_dirs": "skip", "source.exclude_patterns": "*",
-                         "source.include_patterns": "keep/, keep/*.py, keep/*.txt, skip/*.py, main.py"}})
+    c.read_dict(
+        {
+            "app": {
+                "source.dir": str(tmp_path),
+                "source.include_exts": "py,kv",
+                "source.exclude_dirs": "skip",
+                "source.exclude_patterns": "*",
+                "source.include_patterns": "keep/, keep/*.py, keep/*.txt, skip/*.py, main.py",
+            }
+        }
+    )
     for rel in ("main.py", "other.py", "keep/a.py", "keep/b.txt", "keep/c.kv", "skip/d.py", "drop/e.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("")

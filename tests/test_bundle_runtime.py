@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 import pytest
-
 from bundle_cache import converted
+
 from edgecap.runtime.manifest import Manifest, ManifestError
 
 tf_bundle = [pytest.mark.tf, pytest.mark.slow]
@@ -37,6 +37,7 @@ def copy_of(tmp_path):
         dst = tmp_path / src.name
         shutil.copytree(src, dst)
         return dst
+
     return make
 
 
@@ -68,7 +69,7 @@ def test_load_reads_everything_from_the_manifest(mode, overfit_run, tmp_path_fac
     f, mask = fuse_views([feats, None], b.max_views)
     d = decode(b, f, mask, b.special, b.max_len, beam=3)
     assert 5 < len(d.ids) <= b.max_len and d.attention.shape == (len(d.ids), len(mask))
-    assert np.allclose(d.attention[:, len(mask) // 2:], 0)  # no attention on the absent lateral view
+    assert np.allclose(d.attention[:, len(mask) // 2 :], 0)  # no attention on the absent lateral view
     with pytest.raises(ValueError, match="prepared"):
         b.encode(np.zeros((32, 32, 3), np.float32))
 
@@ -88,7 +89,7 @@ def test_step_rows_are_independent(int8_bundle):
     c = rng.normal(0, 0.3, (3, b.hidden_size)).astype(np.float32)
     batched = b.step(tokens, h, c, f, mask)
     for r in range(3):
-        single = b.step(tokens[r:r + 1], h[r:r + 1], c[r:r + 1], f, mask)
+        single = b.step(tokens[r : r + 1], h[r : r + 1], c[r : r + 1], f, mask)
         for x, y in zip(batched, single):
             assert np.array_equal(x[r], y[0])
     assert [x.shape for x in batched] == [(3, len(b.vocab)), (3, b.hidden_size), (3, b.hidden_size), (3, len(mask))]
@@ -287,3 +288,22 @@ def test_bound_features():
     assert not np.array_equal(first, second)
     f2 = memories[1][0].copy()  # an equal copy is a different object: copied again, same result
     assert np.array_equal(b.step(tok, h, h, f2, memories[1][1])[0], second)
+
+
+def test_manifest_step_batch():
+    """decoder.step_batch names the decoder step's rows; a manifest written before the field reads them from
+    the token input's shape; one that contradicts the tensors, or is below 1, is refused."""
+    from edgecap.runtime.bundle import Bundle
+    from edgecap.runtime.captioner import default_bundle_path
+
+    raw = json.loads((default_bundle_path() / "manifest.json").read_text())
+    assert raw["decoder"]["step_batch"] == raw["files"]["decoder_step"]["inputs"]["token"]["shape"][0] == 3
+    assert Bundle.load(default_bundle_path()).step_batch == 3
+    old = json.loads(json.dumps(raw))
+    del old["decoder"]["step_batch"]
+    assert Manifest.from_json(old).decoder.step_batch == 3
+    for value, message in ((0, "step_batch must be >= 1"), (2, "step_batch 2 != the decoder step's token rows")):
+        bad = json.loads(json.dumps(raw))
+        bad["decoder"]["step_batch"] = value
+        with pytest.raises(ManifestError, match=message):
+            Manifest.from_json(bad)

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edgecap.caption_cli import caption
+from edgecap.cli.caption import caption
 
 pytestmark = pytest.mark.tf  # building the bundle fixture needs TensorFlow; the command does not
 
@@ -150,8 +150,13 @@ def test_dicom_and_glob_inputs(run, folder, make_dicom):
 
 
 def test_lateral(run, iu_data):
-    r = run(iu_data / "images" / "CXR54_IM-2145-1001.png", "--lateral", iu_data / "images" / "CXR54_IM-2145-1002.png",
-            "--format", "json")
+    r = run(
+        iu_data / "images" / "CXR54_IM-2145-1001.png",
+        "--lateral",
+        iu_data / "images" / "CXR54_IM-2145-1002.png",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0
     assert json.loads(r.stdout)["inputs"]["lateral"].endswith("CXR54_IM-2145-1002.png")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgecap.labeler import OBSERVATIONS
-from edgecap.runtime.captioner import CaptionError, Captioner
+from edgecap.runtime.captioner import Captioner, CaptionError
 from edgecap.runtime.preprocess import ImageError, read_image
 from edgecap.runtime.report import Report
 
@@ -84,8 +84,13 @@ def test_same_report_in_every_format(captioner, reference, frontal, make_dicom, 
     dcm1.write_bytes(make_dicom(gray, photometric="MONOCHROME1"))
     assert read_image(png16).dtype == np.uint16
     sources = {
-        "png bytes": frontal.read_bytes(), "rgb array": rgb, "grey array": gray, "png16": png16, "jpeg": jpg,
-        "dicom MONOCHROME2 bytes": make_dicom(gray), "dicom MONOCHROME1 file": dcm1,
+        "png bytes": frontal.read_bytes(),
+        "rgb array": rgb,
+        "grey array": gray,
+        "png16": png16,
+        "jpeg": jpg,
+        "dicom MONOCHROME2 bytes": make_dicom(gray),
+        "dicom MONOCHROME1 file": dcm1,
         "dicom without extension": _write(tmp_path / "IM0001", make_dicom(gray)),
     }
     for name, src in sources.items():
@@ -95,8 +100,9 @@ def test_same_report_in_every_format(captioner, reference, frontal, make_dicom, 
 
 
 def test_two_views(captioner, iu_data):
-    r = captioner.caption(iu_data / "images" / "CXR54_IM-2145-1001.png",
-                          lateral=iu_data / "images" / "CXR54_IM-2145-1002.png", beam=3)
+    r = captioner.caption(
+        iu_data / "images" / "CXR54_IM-2145-1001.png", lateral=iu_data / "images" / "CXR54_IM-2145-1002.png", beam=3
+    )
     p = captioner.bundle.positions
     assert r.attention[:, p:].sum() > 0.01 * len(r.tokens)  # the lateral view is attended
     np.testing.assert_allclose(r.attention.sum(axis=1), 1.0, atol=1e-4)

@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 import typer
+from bundle_cache import converted
 from typer.testing import CliRunner
 
-from bundle_cache import converted
 from edgecap.convert.modes import MODES, PRECISIONS, Thresholds, by_name, table_rows
 
 ALL_MODES = list(MODES)
@@ -32,7 +32,8 @@ def test_mode_table_is_consistent():
         assert m.file_name("encoder") == f"encoder_{m.suffix}.tflite"
         assert m.file_name("decoder_step") == f"decoder_step_{m.suffix}.tflite"
         t = m.thresholds
-        assert 0 < t.min_identical <= 1 and t.tie_margin >= 0 and 0 < t.max_feature_error < 1 and 0 < t.max_logit_error < 1
+        assert 0 < t.min_identical <= 1 and t.tie_margin >= 0
+        assert 0 < t.max_feature_error < 1 and 0 < t.max_logit_error < 1
         assert not (m.encoder.float_ops and m.encoder.precision != "int8")
     assert MODES["float32"].thresholds.min_identical == MODES["float16"].thresholds.min_identical == 1.0
     assert MODES["float32"].thresholds.tie_margin == MODES["float16"].thresholds.tie_margin == 0.0
@@ -47,7 +48,7 @@ def test_mode_table_is_consistent():
 
 
 def test_cli_flags_come_from_the_table():
-    from edgecap.convert.cli import convert
+    from edgecap.cli.convert import convert
 
     params = inspect.signature(convert).parameters
     for m in MODES.values():
@@ -68,7 +69,8 @@ def test_conversion_matrix(result):
 
     m, manifest, out = result.mode, result.manifest, result.out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [m.file_name("encoder"), m.file_name("decoder_step"), "vocab.json", "manifest.json"])
+        [m.file_name("encoder"), m.file_name("decoder_step"), "vocab.json", "manifest.json"]
+    )
     for part, f in manifest.files.items():
         ops = read_ops((out / f.path).read_bytes())
         assert ops == f.op_versions and tuple(ops) == f.ops
@@ -94,8 +96,10 @@ def test_conversion_matrix(result):
 @pytest.mark.tf
 @pytest.mark.slow
 def test_file_sizes_follow_precision(overfit_run, tmp_path_factory):
-    size = {mode: converted(overfit_run[0], mode, tmp_path_factory).manifest.files["decoder_step"].bytes
-            for mode in ALL_MODES}
+    size = {
+        mode: converted(overfit_run[0], mode, tmp_path_factory).manifest.files["decoder_step"].bytes
+        for mode in ALL_MODES
+    }
     assert 0.45 < size["float16"] / size["float32"] < 0.55
     assert size["int8"] < 0.35 * size["float32"] and size["dynamic"] < 0.35 * size["float32"]
 
@@ -140,10 +144,19 @@ def test_manifest_describes_the_bundle(overfit_run, tmp_path_factory):
     assert raw["format"] == FORMAT and raw["mode"] == "int8" and "not validated for clinical use" in raw["notice"]
     assert raw["source"]["config_hash"] == cfg.model_hash()
     assert Config.from_dict(raw["source"]["config"]).to_dict() == cfg.to_dict()
-    assert raw["input"] == {"size": 128, "channels": 3, "mean": 127.0, "std": 128.0, "color": raw["input"]["color"],
-                            "resize": raw["input"]["resize"], "max_views": 2, "view_order": ["frontal", "lateral"]}
+    assert raw["input"] == {
+        "size": 128,
+        "channels": 3,
+        "mean": 127.0,
+        "std": 128.0,
+        "color": raw["input"]["color"],
+        "resize": raw["input"]["resize"],
+        "max_views": 2,
+        "view_order": ["frontal", "lateral"],
+    }
     assert raw["decoder"]["positions_per_view"] == 64 and raw["decoder"]["attention_positions"] == 128
     assert raw["decoder"]["hidden_size"] == 128 and raw["decoder"]["max_len"] == 60
+    assert raw["decoder"]["step_batch"] == 3
     assert raw["special"]["bos"] == 1 and raw["special"]["eos"] == 2
     for f in raw["files"].values():
         assert f["sha256"] == sha256_file(r.out / f["path"]) and f["bytes"] == (r.out / f["path"]).stat().st_size
@@ -168,8 +181,7 @@ def test_bundle_reports_equal_the_keras_generator(overfit_run, iu_data, tmp_path
     from edgecap.convert.sources import run_source
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.decoding import decode
-    from edgecap.runtime.study import fuse_views
-    from edgecap.runtime.preprocess import load
+    from edgecap.runtime.study import encode_study_files
     from edgecap.training.generate import ReportGenerator
     from edgecap.training.run_dir import load_model
 
@@ -180,8 +192,7 @@ def test_bundle_reports_equal_the_keras_generator(overfit_run, iu_data, tmp_path
     assert len(studies) == 11
     for st in studies:
         ref = gen(st.uid, st.views, beam=3)
-        views = [b.encode(load(p, b.image_size, b.mean, b.std)) if p else None for p in st.views]
-        feats, mask = fuse_views(views, b.max_views)
+        feats, mask = encode_study_files(b, st.views)
         assert np.abs(feats - ref.features).max() < 1e-3 and np.array_equal(mask, ref.mask)
         assert decode(b, feats, mask, b.special, b.max_len, beam=3).ids == ref.decoded.ids, st.uid
 
@@ -207,7 +218,7 @@ def test_failed_verification_still_writes_the_manifest(overfit_run, tmp_path, mo
 
 # ---- the command ------------------------------------------------------------------------------------
 def _app():
-    from edgecap.convert.cli import convert
+    from edgecap.cli.convert import convert
 
     app = typer.Typer()
     app.command("convert")(convert)
@@ -218,7 +229,8 @@ def _app():
 def test_cli_mode_flags_are_checked(tmp_path):
     runner = CliRunner()
     r = runner.invoke(_app(), ["convert", "--run", str(tmp_path), "--out", str(tmp_path / "b")])
-    assert r.exit_code == 2 and "choose exactly one mode: --float32 | --float16 | --dynamic | --int8 | --int8-full" in r.output
+    assert r.exit_code == 2
+    assert "choose exactly one mode: --float32 | --float16 | --dynamic | --int8 | --int8-full" in r.output
     r = runner.invoke(_app(), ["convert", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--int8", "--float16"])
     assert r.exit_code == 2 and "(got 2)" in r.output
 
@@ -234,13 +246,27 @@ def test_cli_bad_run_is_a_usage_error(tmp_path):
 def test_cli_converts_and_exits_by_verification(overfit_run, tmp_path, tmp_path_factory, monkeypatch):
     runner = CliRunner()
     run = str(overfit_run[0])
-    r = runner.invoke(_app(), ["convert", "--run", run, "--out", str(tmp_path / "missing-cal"), "--int8",
-                               "--calibration", str(tmp_path / "nowhere")])
+    r = runner.invoke(
+        _app(),
+        [
+            "convert",
+            "--run",
+            run,
+            "--out",
+            str(tmp_path / "missing-cal"),
+            "--int8",
+            "--calibration",
+            str(tmp_path / "nowhere"),
+        ],
+    )
     assert r.exit_code == 2 and "no such file or folder" in r.output and "Traceback" not in r.output
-    r = runner.invoke(_app(), ["convert", "--run", run, "--out", str(tmp_path / "f32"), "--float32", "--verify-studies", "3"])
+    r = runner.invoke(
+        _app(), ["convert", "--run", run, "--out", str(tmp_path / "f32"), "--float32", "--verify-studies", "3"]
+    )
     assert r.exit_code == 0, r.output
     assert "token-identical to Keras, 3 studies" in r.output and "FAILED" not in r.output
-    assert "next: edgecap caption IMAGE --bundle" in r.output and (tmp_path / "f32" / "encoder_float32.tflite").is_file()
+    assert "next: edgecap caption IMAGE --bundle" in r.output
+    assert (tmp_path / "f32" / "encoder_float32.tflite").is_file()
 
     # verification that misses its thresholds: exit 1 after the table (the pipeline already wrote the manifest)
     import copy

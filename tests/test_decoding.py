@@ -95,14 +95,14 @@ def test_fuse_views():
 def _reference_beam_search(model, features, mask, special, max_len, beam=3):
     """The straightforward beam search (full sort, trigram blocking by rescanning each hypothesis), kept as
     the definition the optimised runtime.decoding.beam_search must reproduce token for token."""
-    from edgecap.runtime.decoding import _blocked_by_trigrams, _log_softmax
+    from edgecap.runtime.decoding import _blocked_by_trigrams, log_softmax
 
     scores, seqs, h = np.zeros(1), [[]], np.zeros((1, model.hidden_size), np.float32)
     c, finished = h.copy(), []
     for t in range(max_len + 1):
         tokens = np.array([s[-1] if s else special.bos for s in seqs], np.int32)
         logits, h, c, _ = model.step(tokens, h, c, features, mask)
-        logp = _log_softmax(np.asarray(logits, np.float64))
+        logp = log_softmax(np.asarray(logits, np.float64))
         logp[:, list(special.banned)] = -np.inf
         for b, s in enumerate(seqs):
             for tok in _blocked_by_trigrams(s, special.sep):
@@ -141,6 +141,7 @@ def test_beam_search_matches_the_reference_definition(seed):
         table[prev] = dict(zip(nxt.tolist(), p.tolist()))
     m = TableStep(table)
     special = SpecialIds(BOS, EOS, (PAD, BOS, UNK), sep=int(rng.integers(4, V)))
+
     def score(ids):  # sum of log-probabilities of ids then <eos> under the table
         logp = m.logits - np.log(np.exp(m.logits).sum(axis=1, keepdims=True))
         path = [BOS] + ids + [EOS]

@@ -143,8 +143,9 @@ def test_palette_colour_dicom(xray_gray):
     table = (np.arange(256) * 257).astype("<u2").tobytes()
     for c in ("Red", "Green", "Blue"):
         setattr(ds, f"{c}PaletteColorLookupTableDescriptor", [256, 0, 16])
-        ds[f"{c}PaletteColorLookupTableData"] = DataElement(tag_for_keyword(f"{c}PaletteColorLookupTableData"), "OW",
-                                                            table)
+        ds[f"{c}PaletteColorLookupTableData"] = DataElement(
+            tag_for_keyword(f"{c}PaletteColorLookupTableData"), "OW", table
+        )
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     image = read_image(buf.getvalue())

@@ -37,13 +37,18 @@ def fake_report(text="The heart is normal. The lungs are clear.", grid=2, views=
     n = grid * grid * len(views)
     att = np.full((3, n), 1e-3, np.float32)
     att[:, 3] = 1.0  # frontal, row 1, col 1 (grid 2)
-    return Report(text=text, tokens=text.split(), attention=att,
-                  findings={"No Finding": "positive", "Cardiomegaly": "negative", "Edema": None},
-                  timings={"total_ms": 12.5, "decoder_steps": 3},
-                  warnings=[Notice("not_grayscale", "frontal image: a colour image")] if flagged else [],
-                  flagged=flagged, inputs={"frontal": "/x/a.png", "lateral": None},
-                  attention_layout={"views": list(views), "positions_per_view": grid * grid, "grid": grid},
-                  bundle={"path": "/b/default", "mode": "int8", "interpreter": "ai-edge-litert", "notice": "demo"})
+    return Report(
+        text=text,
+        tokens=text.split(),
+        attention=att,
+        findings={"No Finding": "positive", "Cardiomegaly": "negative", "Edema": None},
+        timings={"total_ms": 12.5, "decoder_steps": 3},
+        warnings=[Notice("not_grayscale", "frontal image: a colour image")] if flagged else [],
+        flagged=flagged,
+        inputs={"frontal": "/x/a.png", "lateral": None},
+        attention_layout={"views": list(views), "positions_per_view": grid * grid, "grid": grid},
+        bundle={"path": "/b/default", "mode": "int8", "interpreter": "ai-edge-litert", "notice": "demo"},
+    )
 
 
 # ---- Kivy-free parts ------------------------------------------------------------------------------
@@ -144,9 +149,12 @@ def test_worker_cancel_discards_and_keeps_order():
 
 
 def test_app_modules_import_without_tensorflow():
-    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-            "from edgecap.edge_app import heatmap, messages, settings, store, worker, boot, cli\n"
-            "import edgecap.runtime.captioner, edgecap.runtime.bundle, edgecap.runtime.dicom\nprint('ok')")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from edgecap.edge_app import heatmap, messages, settings, store, worker, boot, headless\n"
+        "import edgecap.cli.edge_app\n"
+        "import edgecap.runtime.captioner, edgecap.runtime.bundle, edgecap.runtime.dicom\nprint('ok')"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
 
@@ -171,8 +179,14 @@ def kivy_env(tmp_path_factory) -> dict:
     pytest.importorskip("kivy")
     if not CXR.is_file():
         pytest.skip(f"sample image not found: {CXR}")
-    env = dict(os.environ, KIVY_HOME=str(tmp_path_factory.mktemp("kivy_home")), KIVY_NO_ARGS="1",
-               SDL_VIDEODRIVER="offscreen", KCFG_KIVY_LOG_LEVEL="warning", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        KIVY_HOME=str(tmp_path_factory.mktemp("kivy_home")),
+        KIVY_NO_ARGS="1",
+        SDL_VIDEODRIVER="offscreen",
+        KCFG_KIVY_LOG_LEVEL="warning",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     env.pop("DISPLAY", None)
     env.pop("KIVY_METRICS_DENSITY", None)
     return env
@@ -209,10 +223,10 @@ def shown(app):
         "error_title": m.error_card.title if m.error_card.opacity > 0 else "",
         "error_detail": m.error_card.detail if m.error_card.opacity > 0 else "",
         "generate_disabled": m.generate_button.disabled,
-        "busy": app.busy, "history_count": app.history_count,
-        "history": [[d["title"], d["subtitle"], d["flagged"]] for d in app.history_data],
+        "busy": app.busy, "history_count": app.screen("history").history_count,
+        "history": [[d["title"], d["subtitle"], d["flagged"]] for d in app.screen("history").history_data],
         "beam": int(app.beam), "threads": int(app.threads), "landscape": app.landscape,
-        "heatmap_on": r.heatmap_toggle.state == "down", "has_heatmap": app.report_has_heatmap,
+        "heatmap_on": r.heatmap_toggle.state == "down", "has_heatmap": app.screen("report").report_has_heatmap,
         "toast": app.toast_text,
     }
 
@@ -233,7 +247,7 @@ def generate(app, driver):
     chooser.selection = [image]
     state["chooser_screen"] = app.root.ids.sm.current
     press(ids(app, "chooser").chooser_open)
-    yield lambda: not app.frontal_loading
+    yield lambda: not app.screen("main").frontal_loading
     state["before"] = shown(app)
     f0 = frames[0]
     press(ids(app, "main").generate_button)
@@ -242,15 +256,16 @@ def generate(app, driver):
     yield 0.3
     state["frames_while_busy"] = frames[0] - f0
     state["after"] = shown(app)
-    tex_on = app.report_texture
+    tex_on = app.screen("report").report_texture
     toggle = ids(app, "report").heatmap_toggle
     toggle.state = "normal"
     press(toggle)
-    state["overlay_toggles"] = app.report_texture is not tex_on and app.report_texture is not None
+    tex = app.screen("report").report_texture
+    state["overlay_toggles"] = tex is not tex_on and tex is not None
     state["heatmap_off"] = shown(app)["heatmap_on"]
     toggle.state = "down"
     press(toggle)
-    state["overlay_back"] = app.report_texture is tex_on
+    state["overlay_back"] = app.screen("report").report_texture is tex_on
     press(ids(app, "report").copy_button)
     from kivy.core.clipboard import Clipboard
     state["copied"] = [app.toast_text, Clipboard.paste()]
@@ -306,7 +321,7 @@ def cancel(app, driver):
     Window.bind(on_flip=lambda *a: frames.__setitem__(0, frames[0] + 1))
     Clock.schedule_interval(lambda dt: ticks.__setitem__(0, ticks[0] + 1), 1 / 30)
     app.choose_file(image, "frontal")
-    yield lambda: not app.frontal_loading
+    yield lambda: not app.screen("main").frontal_loading
     f0, t0 = frames[0], ticks[0]
     press(ids(app, "main").generate_button)
     yield 1.0
@@ -458,7 +473,7 @@ def test_cancel_frees_the_ui_and_discards_the_result(kivy_env, app_bundle, tmp_p
     assert second["screen"] == "report" and second["history_count"] == 1 and second["report_text"]
 
 
-CLI = "import typer\nfrom edgecap.edge_app.cli import app_command\na = typer.Typer()\na.command()(app_command)\na()"
+CLI = "import typer\nfrom edgecap.cli.edge_app import app_command\na = typer.Typer()\na.command()(app_command)\na()"
 
 
 @pytest.mark.slow
@@ -466,8 +481,21 @@ def test_headless_cli_screenshot(kivy_env, app_bundle, tmp_path):
     import cv2
 
     shot = tmp_path / "tablet.png"
-    cmd = [sys.executable, "-c", CLI, "--image", str(CXR), "--screenshot", str(shot), "--size", "1280x800",
-           "--bundle", str(app_bundle), "--data-dir", str(tmp_path / "data")]
+    cmd = [
+        sys.executable,
+        "-c",
+        CLI,
+        "--image",
+        str(CXR),
+        "--screenshot",
+        str(shot),
+        "--size",
+        "1280x800",
+        "--bundle",
+        str(app_bundle),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     p = subprocess.run(cmd, env=kivy_env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-4000:]
     img = cv2.imread(str(shot))
@@ -475,9 +503,19 @@ def test_headless_cli_screenshot(kivy_env, app_bundle, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     shot2 = tmp_path / "error.png"
-    p = subprocess.run(cmd[:4] + [str(broken), "--screenshot", str(shot2)] + cmd[7:], env=kivy_env,
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        cmd[:4] + [str(broken), "--screenshot", str(shot2)] + cmd[7:],
+        env=kivy_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 2 and "could not be read" in p.stderr and shot2.is_file()
-    p = subprocess.run([sys.executable, "-c", CLI, "--screenshot", str(shot2)], env=kivy_env, capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", CLI, "--screenshot", str(shot2)],
+        env=kivy_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "--screenshot needs --image" in p.stderr

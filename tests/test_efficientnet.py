@@ -87,9 +87,12 @@ def _tensor(key: str, numel: int, offset: int, shape, stride, legacy: bool) -> b
 def _state_pickle(legacy: bool) -> bytes:
     """Opcode-level equivalent of torch.save's pickle of a 3-tensor state_dict (protocol 2)."""
     items = (
-        _s("w") + _tensor("0", 12, 0, (3, 4), (4, 1), legacy)
-        + _s("wt") + _tensor("0", 12, 0, (4, 3), (1, 4), legacy)  # transposed view, shares storage
-        + _s("b") + _tensor("1", 6, 3, (2,), (1,), legacy)  # offset into a second storage
+        _s("w")
+        + _tensor("0", 12, 0, (3, 4), (4, 1), legacy)
+        + _s("wt")
+        + _tensor("0", 12, 0, (4, 3), (1, 4), legacy)  # transposed view, shares storage
+        + _s("b")
+        + _tensor("1", 6, 3, (2,), (1,), legacy)  # offset into a second storage
     )
     return b"\x80\x02ccollections\nOrderedDict\n)R(" + items + b"u."
 

@@ -13,9 +13,24 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow, pytest.mark.java]
 
 def test_evaluate_cli(overfit_run, iu_data, tmp_path):
     out, _ = overfit_run
-    r = CliRunner().invoke(app, ["evaluate", "--run", str(out), "--data", str(iu_data), "--split", "train",
-                                 "--json", str(tmp_path / "e.json"), "--grid", str(tmp_path / "grid.png"),
-                                 "--html", str(tmp_path / "e.html")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--run",
+            str(out),
+            "--data",
+            str(iu_data),
+            "--split",
+            "train",
+            "--json",
+            str(tmp_path / "e.json"),
+            "--grid",
+            str(tmp_path / "grid.png"),
+            "--html",
+            str(tmp_path / "e.html"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["n_studies"] == 10 and set(res["systems"]) == {"model", "most-common", "nearest-neighbour"}

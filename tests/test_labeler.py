@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from edgecap.cli.label import label as label_command
 from edgecap.labeler import OBSERVATIONS, Labeler
-from edgecap.labeler.cli import label as label_command
 from edgecap.labeler.validate import classify_term, default_mesh_map, reference_labels, validate
 
 IU_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -47,20 +47,28 @@ def test_empty_and_anonymised_text(lab):
 GOLDEN = [
     # negation, and its scope over a list
     ("No pneumothorax or pleural effusion.", {"Pneumothorax": 0, "Pleural Effusion": 0, "No Finding": 1}),
-    ("No focal consolidation, pneumothorax or large pleural effusion.",
-     {"Consolidation": 0, "Pneumothorax": 0, "Pleural Effusion": 0}),
-    ("No displaced rib fractures, pneumothorax, or pleural effusion identified.",
-     {"Fracture": 0, "Pneumothorax": 0, "Pleural Effusion": 0}),
-    ("There is no evidence of pneumothorax, effusion, or consolidation.",
-     {"Pneumothorax": 0, "Pleural Effusion": 0, "Consolidation": 0}),
+    (
+        "No focal consolidation, pneumothorax or large pleural effusion.",
+        {"Consolidation": 0, "Pneumothorax": 0, "Pleural Effusion": 0},
+    ),
+    (
+        "No displaced rib fractures, pneumothorax, or pleural effusion identified.",
+        {"Fracture": 0, "Pneumothorax": 0, "Pleural Effusion": 0},
+    ),
+    (
+        "There is no evidence of pneumothorax, effusion, or consolidation.",
+        {"Pneumothorax": 0, "Pleural Effusion": 0, "Consolidation": 0},
+    ),
     ("Without evidence of pneumonia.", {"Pneumonia": 0}),
     ("Lungs are clear of focal consolidation.", {"Consolidation": 0}),
     ("Negative for pneumothorax.", {"Pneumothorax": 0}),
     ("There are no XXXX of a pleural effusion.", {"Pleural Effusion": 0}),
     ("No focal consolidation to suggest pneumonia.", {"Consolidation": 0, "Pneumonia": 0}),
     # scope ends at clause / sentence boundaries
-    ("There is no pneumothorax, but there is a small right pleural effusion.",
-     {"Pneumothorax": 0, "Pleural Effusion": 1, "No Finding": None}),
+    (
+        "There is no pneumothorax, but there is a small right pleural effusion.",
+        {"Pneumothorax": 0, "Pleural Effusion": 1, "No Finding": None},
+    ),
     ("No pleural effusion. Small left apical pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
     ("No pleural effusion, small left apical pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
     ("Hyperexpanded lungs without focal consolidation.", {"Consolidation": 0, "No Finding": None}),
@@ -77,8 +85,10 @@ GOLDEN = [
     ("Possible right lower lobe pneumonia.", {"Pneumonia": -1, "No Finding": None}),
     ("Questionable right lower lobe infiltrate.", {"Lung Opacity": -1}),
     ("Findings suspicious for pneumonia.", {"Pneumonia": -1}),
-    ("Left basal opacity may reflect atelectasis, though infection cannot be excluded.",
-     {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1}),
+    (
+        "Left basal opacity may reflect atelectasis, though infection cannot be excluded.",
+        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+    ),
     ("No new consolidation.", {"Consolidation": -1}),
     ("Atelectasis versus pneumonia in the left base.", {"Atelectasis": -1, "Pneumonia": -1}),
     ("Borderline heart size.", {"Cardiomegaly": -1}),
@@ -95,11 +105,12 @@ GOLDEN = [
     ("Mild cardiomegaly.", {"Cardiomegaly": 1, "No Finding": None}),
     ("Heart size is mildly enlarged.", {"Cardiomegaly": 1}),
     ("Stable enlarged cardiac silhouette.", {"Cardiomegaly": 1}),
-    ("The cardiomediastinal silhouette is within normal limits.",
-     {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0}),
+    ("The cardiomediastinal silhouette is within normal limits.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0}),
     ("Widened mediastinum.", {"Enlarged Cardiomediastinum": 1}),
-    ("Heart size mildly enlarged, stable mediastinal contours.",
-     {"Cardiomegaly": 1, "Enlarged Cardiomediastinum": None}),
+    (
+        "Heart size mildly enlarged, stable mediastinal contours.",
+        {"Cardiomegaly": 1, "Enlarged Cardiomediastinum": None},
+    ),
     # other observations
     ("Healed left rib fractures.", {"Fracture": 1}),
     ("Right upper lobe nodule.", {"Lung Lesion": 1}),
@@ -110,8 +121,7 @@ GOLDEN = [
     ("Left basilar atelectasis.", {"Atelectasis": 1}),
     ("Left lower lobe airspace disease.", {"Lung Opacity": 1}),
     # support devices do not rule out No Finding
-    ("Left PICC line tip in the SVC. No acute cardiopulmonary abnormality.",
-     {"Support Devices": 1, "No Finding": 1}),
+    ("Left PICC line tip in the SVC. No acute cardiopulmonary abnormality.", {"Support Devices": 1, "No Finding": 1}),
     ("Endotracheal tube 4 cm above the carina. Nasogastric tube in the stomach.", {"Support Devices": 1}),
     ("Pacemaker leads in the right atrium and right ventricle.", {"Support Devices": 1}),
     ("Right chest XXXX with tip at the cavoatrial junction.", {"Support Devices": 1}),

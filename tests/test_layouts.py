@@ -90,7 +90,9 @@ def test_missing_and_unreadable_images_counted(layouts, tmp_path, iu_data):
     root = tmp_path / "openi"
     _link(root / "NLMCXR_reports.tgz", iu_data / "NLMCXR_reports.tgz")
     (root / "png").mkdir()
-    (root / "png" / "CXR54_IM-2145-1001.png").write_bytes((iu_data / "images" / "CXR54_IM-2145-1001.png").read_bytes()[:5000])
+    (root / "png" / "CXR54_IM-2145-1001.png").write_bytes(
+        (iu_data / "images" / "CXR54_IM-2145-1001.png").read_bytes()[:5000]
+    )
     (root / "png" / "CXR25_IM-1024-2001.png").write_bytes((iu_data / "images" / "CXR25_IM-1024-2001.png").read_bytes())
     st = compute_stats(iu_xray.load(root))
     assert st.images_listed == 7470 and st.images_found == 1 and len(st.images_unreadable) == 1
@@ -115,15 +117,18 @@ def test_corrupt_xml_is_listed_not_fatal(tmp_path, iu_data):
     assert [s.uid for s in ds.studies] == ["1000"] and len(ds.unreadable) == 1
 
 
-@pytest.mark.parametrize("name, key", [
-    ("CXR1000_IM-0003-2001.png", "1000_IM-0003-2001"),  # Open-i file
-    ("CXR1000_IM-0003-2001", "1000_IM-0003-2001"),  # Open-i XML id
-    ("1000_IM-0003-2001.dcm.png", "1000_IM-0003-2001"),  # Kaggle file
-    ("CXR1_1_IM-0001-3001.png", "1_IM-0001-3001"),  # uid 1 repeats its uid in Open-i only
-    ("CXR11_IM-0067-1001.png", "11_IM-0067-1001"),
-    ("CXR3809_IM-1919-1003002", "3809_IM-1919-1003002"),
-    ("notes.png", None),
-])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("CXR1000_IM-0003-2001.png", "1000_IM-0003-2001"),  # Open-i file
+        ("CXR1000_IM-0003-2001", "1000_IM-0003-2001"),  # Open-i XML id
+        ("1000_IM-0003-2001.dcm.png", "1000_IM-0003-2001"),  # Kaggle file
+        ("CXR1_1_IM-0001-3001.png", "1_IM-0001-3001"),  # uid 1 repeats its uid in Open-i only
+        ("CXR11_IM-0067-1001.png", "11_IM-0067-1001"),
+        ("CXR3809_IM-1919-1003002", "3809_IM-1919-1003002"),
+        ("notes.png", None),
+    ],
+)
 def test_image_key(name, key):
     assert iu_xray.image_key(name) == key
 
@@ -132,5 +137,9 @@ def test_every_openi_image_has_a_projection_but_four(iu_data):
     """The packaged Kaggle table names the projection of all but 4 of the 7,470 Open-i images."""
     ds = iu_xray.load(iu_data)
     unknown = [im.key for s in ds.studies for im in s.images if im.projection == "unknown"]
-    assert sorted(unknown) == ["2084_IM-0715-1001-0002", "2084_IM-0715-2001-0001", "2560_IM-1064-4001",
-                               "3809_IM-1919-1003002"]
+    assert sorted(unknown) == [
+        "2084_IM-0715-1001-0002",
+        "2084_IM-0715-2001-0001",
+        "2560_IM-1064-4001",
+        "3809_IM-1919-1003002",
+    ]

@@ -48,7 +48,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from edgecap.caption_cli import caption
+from edgecap.cli.caption import caption
 from edgecap.runtime.captioner import Captioner
 
 bundle, image, dicom_file, out = (Path(a) for a in sys.argv[1:5])
@@ -78,8 +78,12 @@ def test_caption_offline_without_tensorflow(caption_bundle, iu_data, make_dicom,
     image = iu_data / "images" / "CXR25_IM-1024-2001.png"
     dicom_file = tmp_path / "study.dcm"
     dicom_file.write_bytes(make_dicom(np.ascontiguousarray(read_image(image)[..., 0])))
-    p = subprocess.run([sys.executable, "-c", CODE, str(caption_bundle), str(image), str(dicom_file),
-                        str(tmp_path / "out.jsonl")], capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, "-c", CODE, str(caption_bundle), str(image), str(dicom_file), str(tmp_path / "out.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout[-2000:] + p.stderr[-4000:]
 
 
@@ -88,6 +92,7 @@ def test_the_guard_works():
     code = CODE.split("from pathlib import Path")[0] + (
         "import urllib.request\n"
         "try:\n    urllib.request.urlopen('http://127.0.0.1:9/', timeout=1)\nexcept OSError:\n    pass\n"
-        "print(len(attempts))\n")
+        "print(len(attempts))\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and int(p.stdout.strip()) >= 1, p.stderr[-2000:]

@@ -56,11 +56,14 @@ def test_bytes_and_arrays(iu_data):
     assert np.array_equal(load(data, 64, MEAN, STD), load(iu_data / "images" / "CXR25_IM-1024-2001.png", 64, MEAN, STD))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_bytes(b"this is not an image at all"), "not a readable image"),
-    (lambda p: None, "no such file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not a readable image"),
+        (lambda p: None, "no such file"),
+    ],
+)
 def test_bad_files(tmp_path, make, message):
     p = tmp_path / "bad.png"
     make(p)

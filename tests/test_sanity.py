@@ -47,7 +47,7 @@ def rendered_report_page() -> np.ndarray:
         for k in range(0, len(text), 70):
             if y > 1060:
                 return page
-            cv2.putText(page, text[k:k + 70], (40, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 1, cv2.LINE_AA)
+            cv2.putText(page, text[k : k + 70], (40, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 1, cv2.LINE_AA)
             y += 24
     return page
 
@@ -113,7 +113,7 @@ def test_unusual_aspect_is_flagged(xrays, skdata):
 
 
 def test_messages_explain_the_number(skdata):
-    (code, message), = sanity.check(skdata.chelsea())[0]
+    ((code, message),) = sanity.check(skdata.chelsea())[0]
     assert code == "not_grayscale" and "95%" in message
 
 

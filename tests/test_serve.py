@@ -134,7 +134,7 @@ def cli_json(*args: str) -> dict:
     import typer
     from typer.testing import CliRunner
 
-    from edgecap.caption_cli import caption
+    from edgecap.cli.caption import caption
 
     app = typer.Typer()
     app.command()(caption)
@@ -189,8 +189,13 @@ class StubCaptioner:
         self.gate = gate
         manifest = {"format": "edgecap-bundle/1", "mode": "stub"}
         self.bundle = SimpleNamespace(manifest=SimpleNamespace(to_json=lambda: manifest))
-        self.bundle_info = {"path": "stub", "mode": "stub", "interpreter": "none", "notice": "stub",
-                            "edgecap_version": "0"}
+        self.bundle_info = {
+            "path": "stub",
+            "mode": "stub",
+            "interpreter": "none",
+            "notice": "stub",
+            "edgecap_version": "0",
+        }
 
     def caption(self, frontal, lateral=None, beam=3):
         self.gate.wait(20)
@@ -203,8 +208,16 @@ def stub_server(**overrides):
     from edgecap.serve.app import create_app
 
     gate = threading.Event()
-    settings = Settings(**{"workers": 1, "queue_size": 1, "max_request_bytes": 1 << 20, "timeout_s": 1.0,
-                           "retry_after_s": 3, **overrides})
+    settings = Settings(
+        **{
+            "workers": 1,
+            "queue_size": 1,
+            "max_request_bytes": 1 << 20,
+            "timeout_s": 1.0,
+            "retry_after_s": 3,
+            **overrides,
+        }
+    )
     try:
         with running_server(create_app(settings, captioners=[StubCaptioner(gate)])) as base:
             yield base, gate
@@ -242,8 +255,10 @@ def test_beam_and_no_attention_match_the_cli(server, bundle_path):
 def test_two_views_match_the_cli(server, bundle_path):
     manifest = httpx.get(f"{server}/v1/bundle").json()
     frontal, lateral = STUDY54
-    files = {"frontal": (frontal.name, frontal.read_bytes(), "image/png"),
-             "lateral": (lateral.name, lateral.read_bytes(), "image/png")}
+    files = {
+        "frontal": (frontal.name, frontal.read_bytes(), "image/png"),
+        "lateral": (lateral.name, lateral.read_bytes(), "image/png"),
+    }
     r = httpx.post(f"{server}/v1/reports", files=files, timeout=60)
     if manifest["input"]["max_views"] < 2:
         assert_problem(r, 422, "invalid-request", "lateral")
@@ -259,8 +274,7 @@ def test_jpeg_and_dicom_uploads(server, make_dicom):
     gray = cv2.imread(str(FRONTAL), cv2.IMREAD_GRAYSCALE)  # (H, W) uint8
     jpeg = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     for name, data in (("chest.jpg", jpeg), ("chest.dcm", make_dicom(gray))):
-        r = httpx.post(f"{server}/v1/reports", files={"frontal": (name, data, "application/octet-stream")},
-                       timeout=60)
+        r = httpx.post(f"{server}/v1/reports", files={"frontal": (name, data, "application/octet-stream")}, timeout=60)
         assert r.status_code == 200, (name, r.text)
         assert r.json()["text"] and not r.json()["flagged"]
 
@@ -294,34 +308,87 @@ def _truncated_png() -> bytes:
 BAD_INPUTS = [
     # id, request kwargs (built lazily), status, code, words in detail
     ("empty-body", lambda: {}, 422, "missing-image", ["empty", "frontal"]),
-    ("wrong-field-name", lambda: _multipart("image", "x.png", FRONTAL.read_bytes()), 422, "validation-error",
-     ["frontal", "received fields: image"]),
-    ("not-an-image", lambda: _multipart("frontal", "notes.txt", b"patient notes, not pixels\n" * 20, "text/plain"),
-     415, "unsupported-image-format", ["not a png, jpeg or dicom"]),
-    ("pdf", lambda: _multipart("frontal", "scan.pdf", b"%PDF-1.7\n" + b"0" * 500), 415, "unsupported-image-format",
-     ["pdf"]),
+    (
+        "wrong-field-name",
+        lambda: _multipart("image", "x.png", FRONTAL.read_bytes()),
+        422,
+        "validation-error",
+        ["frontal", "received fields: image"],
+    ),
+    (
+        "not-an-image",
+        lambda: _multipart("frontal", "notes.txt", b"patient notes, not pixels\n" * 20, "text/plain"),
+        415,
+        "unsupported-image-format",
+        ["not a png, jpeg or dicom"],
+    ),
+    (
+        "pdf",
+        lambda: _multipart("frontal", "scan.pdf", b"%PDF-1.7\n" + b"0" * 500),
+        415,
+        "unsupported-image-format",
+        ["pdf"],
+    ),
     ("empty-file", lambda: _multipart("frontal", "x.png", b""), 422, "empty-image", ["frontal", "empty"]),
-    ("truncated-png", lambda: _multipart("frontal", "x.png", _truncated_png()), 422, "unreadable-image",
-     ["frontal", "truncated"]),
-    ("corrupt-png-header", lambda: _multipart("frontal", "x.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), 422,
-     "unreadable-image", ["ihdr"]),
-    ("20000x20000-png", lambda: _multipart("frontal", "bomb.png", zero_png(20000, 20000)), 413, "image-too-large",
-     ["20000 x 20000", "400.0 MP"]),
-    ("json-content-type", lambda: {"content": b'{"frontal": "x"}', "headers": {"content-type": "application/json"}},
-     415, "unsupported-media-type", ["application/json", "multipart/form-data"]),
-    ("urlencoded", lambda: {"data": {"frontal": "abc"}}, 415, "unsupported-media-type",
-     ["application/x-www-form-urlencoded"]),
+    (
+        "truncated-png",
+        lambda: _multipart("frontal", "x.png", _truncated_png()),
+        422,
+        "unreadable-image",
+        ["frontal", "truncated"],
+    ),
+    (
+        "corrupt-png-header",
+        lambda: _multipart("frontal", "x.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40),
+        422,
+        "unreadable-image",
+        ["ihdr"],
+    ),
+    (
+        "20000x20000-png",
+        lambda: _multipart("frontal", "bomb.png", zero_png(20000, 20000)),
+        413,
+        "image-too-large",
+        ["20000 x 20000", "400.0 MP"],
+    ),
+    (
+        "json-content-type",
+        lambda: {"content": b'{"frontal": "x"}', "headers": {"content-type": "application/json"}},
+        415,
+        "unsupported-media-type",
+        ["application/json", "multipart/form-data"],
+    ),
+    (
+        "urlencoded",
+        lambda: {"data": {"frontal": "abc"}},
+        415,
+        "unsupported-media-type",
+        ["application/x-www-form-urlencoded"],
+    ),
     ("beam-0", lambda: {"files": png_upload(), "data": {"beam": "0"}}, 422, "validation-error", ["beam"]),
     ("beam-6", lambda: {"files": png_upload(), "data": {"beam": "6"}}, 422, "validation-error", ["beam"]),
     ("beam-text", lambda: {"files": png_upload(), "data": {"beam": "wide"}}, 422, "validation-error", ["beam"]),
-    ("frontal-as-text-field", lambda: {"data": {"frontal": "abc"}, "files": {"x": ("x", b"x")}}, 422,
-     "validation-error", ["frontal"]),
-    ("two-frontal-files", lambda: {"files": [("frontal", ("a.png", FRONTAL.read_bytes())),
-                                             ("frontal", ("b.png", FRONTAL.read_bytes()))]}, 422, "validation-error",
-     ["2 'frontal' fields", "one study"]),
-    ("broken-multipart", lambda: {"content": b"--zz\r\nnonsense", "headers": {"content-type":
-                                                                              "multipart/form-data; boundary=b"}},
-     400, "bad-request", ["multipart"]),
+    (
+        "frontal-as-text-field",
+        lambda: {"data": {"frontal": "abc"}, "files": {"x": ("x", b"x")}},
+        422,
+        "validation-error",
+        ["frontal"],
+    ),
+    (
+        "two-frontal-files",
+        lambda: {"files": [("frontal", ("a.png", FRONTAL.read_bytes())), ("frontal", ("b.png", FRONTAL.read_bytes()))]},
+        422,
+        "validation-error",
+        ["2 'frontal' fields", "one study"],
+    ),
+    (
+        "broken-multipart",
+        lambda: {"content": b"--zz\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+        400,
+        "bad-request",
+        ["multipart"],
+    ),
 ]
 
 
@@ -348,7 +415,8 @@ def test_jpeg_dimensions_come_from_the_sof_marker():
     import cv2
     import numpy as np
 
-    from edgecap.serve.limits import Problem, check_image
+    from edgecap.serve.image_check import check_image
+    from edgecap.serve.problems import Problem
 
     jpeg = cv2.imencode(".jpg", np.zeros((60, 90), np.uint8))[1].tobytes()
     info = check_image(jpeg, 10_000, "frontal")
@@ -370,8 +438,10 @@ def test_other_routes_answer_problems(server):
 
 def test_oversize_request_is_refused_before_its_body(server):
     """Content-Length over 20 MiB: 413 at once, while the client has sent no byte of the body."""
-    head = (b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 25000000\r\n\r\n")
+    head = (
+        b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 25000000\r\n\r\n"
+    )
     t0 = time.perf_counter()
     status, headers, body = raw_request(server, head)
     assert status == 413 and headers["content-type"].startswith(PROBLEM)
@@ -382,20 +452,27 @@ def test_oversize_request_is_refused_before_its_body(server):
 def test_oversize_streamed_request_is_cut_off():
     """No Content-Length (chunked): counted as it streams in, 413 once past the limit (1 MiB here)."""
     with stub_server() as (base, _):
-        part = (b'--b\r\nContent-Disposition: form-data; name="frontal"; filename="x.png"\r\n'
-                b"Content-Type: image/png\r\n\r\n")
+        part = (
+            b'--b\r\nContent-Disposition: form-data; name="frontal"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n"
+        )
 
         def chunked(data: bytes) -> bytes:
             return b"%x\r\n%s\r\n" % (len(data), data)
 
-        head = (b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
+        head = (
+            b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunks = [chunked(part)] + [chunked(b"\x00" * 65536)] * 40 + [b"0\r\n\r\n"]
         status, headers, body = raw_request(base, head, chunks)
         assert status == 413 and json.loads(body)["code"] == "request-too-large"
         # httpx streaming a generator body: the same answer
-        r = httpx.post(f"{base}/v1/reports", content=(c for c in [part] + [b"\x00" * 65536] * 40),
-                       headers={"content-type": "multipart/form-data; boundary=b"})
+        r = httpx.post(
+            f"{base}/v1/reports",
+            content=(c for c in [part] + [b"\x00" * 65536] * 40),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
         assert_problem(r, 413, "request-too-large", "1 MiB")
 
 
@@ -407,11 +484,11 @@ def test_api_key_required(keyed_server):
     r = httpx.get(f"{base}/v1/bundle", headers={"X-API-Key": "wrong-key-0123456789abcdef"})
     assert_problem(r, 401, "unauthorized", "not valid")
     assert r.headers["www-authenticate"].startswith("Bearer")
-    assert_problem(httpx.get(f"{base}/v1/bundle", headers={"Authorization": f"Bearer {API_KEY}x"}), 401,
-                   "unauthorized")
+    assert_problem(httpx.get(f"{base}/v1/bundle", headers={"Authorization": f"Bearer {API_KEY}x"}), 401, "unauthorized")
     # the key is checked before the upload is read or its type judged
-    assert_problem(httpx.post(f"{base}/v1/reports", content=b"x", headers={"content-type": "text/plain"}), 401,
-                   "unauthorized")
+    assert_problem(
+        httpx.post(f"{base}/v1/reports", content=b"x", headers={"content-type": "text/plain"}), 401, "unauthorized"
+    )
     assert httpx.get(f"{base}/v1/bundle", headers={"X-API-Key": API_KEY}).status_code == 200
     assert httpx.get(f"{base}/v1/bundle", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
     assert httpx.get(f"{base}/v1/health").status_code == 200  # liveness needs no key
@@ -474,8 +551,10 @@ def test_deadline_answers_504_and_frees_the_queue():
 
 def test_slow_upload_answers_408():
     with stub_server(timeout_s=1.0) as (base, _):
-        head = (b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: 5000\r\n\r\n--b\r\n")
+        head = (
+            b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 5000\r\n\r\n--b\r\n"
+        )
         status, _, body = raw_request(base, head)  # 5,000 bytes promised, 5 sent
         assert status == 408 and json.loads(body)["code"] == "request-timeout"
 
@@ -519,7 +598,7 @@ def _serve_cli(*args: str):
     import typer
     from typer.testing import CliRunner
 
-    from edgecap.serve.cli import serve
+    from edgecap.cli.serve import serve
 
     app = typer.Typer()
     app.command()(serve)
@@ -560,11 +639,13 @@ import sys
 sys.modules["tensorflow"] = None
 sys.modules["keras"] = None
 from pathlib import Path
-from edgecap.serve import app, cli, limits, settings
+import edgecap.cli.serve
+from edgecap.serve import app, error_handlers, guards, image_check, middleware
+from edgecap.serve import openapi, pool, problems, routes, settings, swagger
 a = app.create_app(settings.Settings(bundle=Path({str(bundle_path)!r})))
 from edgecap.runtime.captioner import Captioner
 captioner = Captioner.from_bundle({str(bundle_path)!r})
-report = app.caption_job(Path({str(FRONTAL)!r}).read_bytes(), None, 2, False, captioner)
+report = routes.caption_job(Path({str(FRONTAL)!r}).read_bytes(), None, 2, False, captioner)
 assert b'"format": "edgecap-report/1"' in report
 print("ok")
 """
@@ -573,7 +654,7 @@ print("ok")
 
 
 def test_the_command_serves_https_and_stops(bundle_path, tmp_path):
-    """`python -m edgecap.serve.cli` (what `edgecap serve` runs) with a key and TLS: up, keyed, answering over
+    """`python -m edgecap.cli serve` (what `edgecap serve` runs) with a key and TLS: up, keyed, answering over
     HTTPS; SIGINT stops it with status 0."""
     import shutil
     import signal
@@ -582,19 +663,58 @@ def test_the_command_serves_https_and_stops(bundle_path, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make a test certificate")
     cert, pem_key = tmp_path / "cert.pem", tmp_path / "tls-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(pem_key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(pem_key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     key_file = tmp_path / "key.txt"
     key_file.write_text(API_KEY)
     key_file.chmod(0o600)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "edgecap.serve.cli", "--bundle", str(bundle_path), "--port",
-                             str(port), "--api-key-file", str(key_file), "--ssl-certfile", str(cert), "--ssl-keyfile",
-                             str(pem_key), "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgecap.cli",
+            "serve",
+            "--bundle",
+            str(bundle_path),
+            "--port",
+            str(port),
+            "--api-key-file",
+            str(key_file),
+            "--ssl-certfile",
+            str(cert),
+            "--ssl-keyfile",
+            str(pem_key),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"https://127.0.0.1:{port}"
     client = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10)
     try:

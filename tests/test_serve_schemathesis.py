@@ -15,9 +15,8 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
 from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-
 from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 from test_serve import API_KEY, FRONTAL, STUDY54, running_server, serve_bundle_path  # noqa: E402
 
 MAX_EXAMPLES = 30  # per operation: ~10 s in all
@@ -49,6 +48,7 @@ def test_api_conforms_and_never_fails(case, served):
         for field, path in (("frontal", FRONTAL), ("lateral", STUDY54[1])):
             if isinstance(case.body.get(field), (bytes, str)):
                 case.body[field] = path.read_bytes()
-    response = case.call_and_validate(base_url=served, headers={"X-API-Key": API_KEY}, timeout=30,
-                                      excluded_checks=[positive_data_acceptance])
+    response = case.call_and_validate(
+        base_url=served, headers={"X-API-Key": API_KEY}, timeout=30, excluded_checks=[positive_data_acceptance]
+    )
     assert response.status_code < 500, response.text

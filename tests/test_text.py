@@ -5,9 +5,11 @@ import pytest
 from edgecap.runtime.text import clean_report, render_report, tokenize
 
 # uid 3321's report as it stands in the R2Gen-style annotation file (real text)
-REAL = ("XXXX XXXX and lateral chest examination was obtained. The heart silhouette is normal in size and contour. "
-        "Aortic XXXX appear unremarkable. Lungs demonstrate no acute findings. There is no effusion or pneumothorax. "
-        "1. No acute pulmonary disease.")
+REAL = (
+    "XXXX XXXX and lateral chest examination was obtained. The heart silhouette is normal in size and contour. "
+    "Aortic XXXX appear unremarkable. Lungs demonstrate no acute findings. There is no effusion or pneumothorax. "
+    "1. No acute pulmonary disease."
+)
 
 
 def test_golden_real_report_keep():
@@ -23,20 +25,36 @@ def test_golden_real_report_drop():
     assert "xxxx" not in clean_report(REAL, xxxx="drop")
 
 
-@pytest.mark.parametrize("raw, cleaned", [
-    # R2Gen's ".." clean-up and punctuation deletion (uid 54)
-    ("Specifically, no evidence of focal consolidation, pneumothorax, or pleural effusion.. Minimal atelectasis noted.",
-     "specifically no evidence of focal consolidation pneumothorax or pleural effusion . minimal atelectasis noted ."),
-    # list numbering removed, decimals and ordinals kept
-    ("1. Nodule measures 2.5 cm. 2. Old left 5th rib fracture.", "nodule measures 2.5 cm . old left 5th rib fracture ."),
-    # slash becomes a space (R2Gen would glue the words), hyphen kept
-    ("Granulomatous/tuberculous process. Well-expanded lungs.", "granulomatous tuberculous process . well-expanded lungs ."),
-    # glued anonymisation mark ("x-XXXX" = redacted "x-ray") is one mark
-    ("Normal chest x-XXXX.", "normal chest xxxx ."),
-    # quotes, parentheses, colons deleted
-    ('Heart size is "normal" (stable): no change.', "heart size is normal stable no change ."),
-    (None, ""), ("   ", ""), (float("nan"), ""), ("...", ""),
-])
+@pytest.mark.parametrize(
+    "raw, cleaned",
+    [
+        # R2Gen's ".." clean-up and punctuation deletion (uid 54)
+        (
+            "Specifically, no evidence of focal consolidation, pneumothorax, or pleural effusion.. "
+            "Minimal atelectasis noted.",
+            "specifically no evidence of focal consolidation pneumothorax or pleural effusion . "
+            "minimal atelectasis noted .",
+        ),
+        # list numbering removed, decimals and ordinals kept
+        (
+            "1. Nodule measures 2.5 cm. 2. Old left 5th rib fracture.",
+            "nodule measures 2.5 cm . old left 5th rib fracture .",
+        ),
+        # slash becomes a space (R2Gen would glue the words), hyphen kept
+        (
+            "Granulomatous/tuberculous process. Well-expanded lungs.",
+            "granulomatous tuberculous process . well-expanded lungs .",
+        ),
+        # glued anonymisation mark ("x-XXXX" = redacted "x-ray") is one mark
+        ("Normal chest x-XXXX.", "normal chest xxxx ."),
+        # quotes, parentheses, colons deleted
+        ('Heart size is "normal" (stable): no change.', "heart size is normal stable no change ."),
+        (None, ""),
+        ("   ", ""),
+        (float("nan"), ""),
+        ("...", ""),
+    ],
+)
 def test_golden_rules(raw, cleaned):
     assert clean_report(raw) == cleaned
 

@@ -1,15 +1,13 @@
 """Training on the real sample: the path learns (overfit), resumes, pre-trains on text, runs mirrored.
 
 The overfit run trains the tiny config on every local study with images and findings (10 real studies: 9
-Open-i ones and uid 1001 from the Kaggle folder; uid 2779 has no findings) and must reproduce them. It proves the training path learns; it says
-nothing about quality on the full data set.
+Open-i ones and uid 1001 from the Kaggle folder; uid 2779 has no findings) and must reproduce them. It proves
+the training path learns; it says nothing about quality on the full data set.
 """
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,7 +69,7 @@ def test_resume_and_text_pretraining(iu_data, tmp_path, cache_dir):
     cfg.train.epochs = 2
     lines = []
     second = train(iu_data, out, cfg, progress=False, log=lines.append)
-    assert any(l.startswith("resuming") for l in lines)
+    assert any(line.startswith("resuming") for line in lines)
     assert second.epochs_done == 2 and RunDir(out).load_state()["text_epochs_done"] == 1
     phases = [row.split(",")[0] for row in RunDir(out).history.read_text().splitlines()[1:]]
     assert phases == ["text", "image", "image"]
@@ -80,9 +78,27 @@ def test_resume_and_text_pretraining(iu_data, tmp_path, cache_dir):
 
 def test_mirrored_strategy_on_two_logical_cpus(iu_data, tmp_path, cache_dir):
     env = dict(os.environ, EDGECAP_CACHE=str(cache_dir))
-    cmd = [sys.executable, "-m", "edgecap.cli", "train", "--data", str(iu_data), "--out", str(tmp_path / "m"),
-           "--config", "tiny", "--epochs", "1", "--batch-size", "4", "--strategy", "mirrored", "--logical-cpus", "2",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecap.cli",
+        "train",
+        "--data",
+        str(iu_data),
+        "--out",
+        str(tmp_path / "m"),
+        "--config",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--strategy",
+        "mirrored",
+        "--logical-cpus",
+        "2",
+        "--no-progress",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in p.stdout
@@ -91,7 +107,7 @@ def test_mirrored_strategy_on_two_logical_cpus(iu_data, tmp_path, cache_dir):
 
 def test_edge_config_trains_on_cached_imagenet_features(iu_data, tmp_path, cache_dir):
     """The product config: frozen EfficientNet-Lite0 (ImageNet), cached augmented feature maps, GloVe."""
-    from edgecap.training.features import MapCache
+    from edgecap.training.feature_cache import MapCache
     from edgecap.training.run_dir import load_model
     from edgecap.training.train import train
 
@@ -100,7 +116,7 @@ def test_edge_config_trains_on_cached_imagenet_features(iu_data, tmp_path, cache
     lines = []
     r = train(iu_data, tmp_path / "edge", cfg, progress=False, log=lines.append)
     assert r.epochs_done == 1 and np.isfinite(r.best_val_loss)
-    assert any(l.startswith("GloVe 6B 50d covers") for l in lines)
+    assert any(line.startswith("GloVe 6B 50d covers") for line in lines)
     cfg2, vocab, model = load_model(tmp_path / "edge")
     assert model.positions == 49 and model.map_channels == 1280
     cache = MapCache(model.cnn, cfg2)

@@ -1,8 +1,18 @@
-"""Typed configuration that travels with the weights (saved as `config.json` in every run directory).
+"""The typed model configuration: what rebuilds a model, and how it was trained.
 
-Device-safe (stdlib only): the runtime, the converter and the bench read the same dataclasses.
-Two presets: `edge` (EfficientNet-Lite0 ImageNet encoder, the product model) and `tiny` (a small
-from-scratch CNN for fast tests and CPU demos).
+    cfg = Config.preset("edge")        # `edgecap train` options then override single fields
+    cfg.save(run / "config.json")      # every run directory holds one; Config.load reads it back
+    cfg.model_hash()                   # sha256 of the fields that define the model's shape
+
+One dataclass per concern (text, image, encoder, decoder, train), each field with its meaning. Read by
+training (builds, trains and resumes the model from it), by `edgecap convert` (image size, normalisation and
+sizes written into the bundle manifest, the whole config into its `source.config`, the hash into
+`source.config_hash`) and by the bench (matches a bundle to its reference run by that hash). The runtime never
+reads it: a bundle's manifest carries everything a device needs (docs/bundle.md). Stdlib only, so importing it
+costs no TensorFlow.
+
+Presets: `edge` (EfficientNet-Lite0 with ImageNet weights, frozen, its feature maps cached; the default
+bundle's model) and `tiny` (a small CNN trained end to end at 128 px, for tests and CPU demos).
 """
 
 from __future__ import annotations
@@ -49,23 +59,24 @@ class DecoderConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    clip_norm: float = 5.0
-    seed: int = 42
-    augment: bool = True
+    epochs: int = 30  # training epochs over the image studies (resuming a run takes the new value)
+    batch_size: int = 16  # global batch size (split over replicas under --strategy mirrored)
+    learning_rate: float = 1e-3  # Adam
+    clip_norm: float = 5.0  # Adam's clipnorm: each gradient's norm is clipped to this
+    seed: int = 42  # random split, augmentation, feature-cache variants; also conversion's calibration order
+    augment: bool = True  # training.augment on image inputs; False: one feature variant per image
     clahe: bool = False  # optional CLAHE in augmentation
     feature_variants: int = 4  # frozen encoder: augmented copies of each image whose features are cached
     val_fraction: float = 0.1  # study-level split when the data has no annotation.json split
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # the same, for the test split
     pretrain_text_epochs: int = 0  # >0: language-model pre-training of the decoder on report text
     early_stop_patience: int = 0  # 0 = off; else stop after this many epochs without val improvement
 
 
 @dataclass
 class Config:
-    """Everything needed to rebuild a model, plus how it was trained."""
+    """Everything needed to rebuild a model (all but `train` and `name`: see model_hash), plus how it was
+    trained (`train`). Saved with every run as config.json; copied into each bundle manifest's source.config."""
 
     name: str = "edge"
     text: TextConfig = field(default_factory=TextConfig)
@@ -78,6 +89,7 @@ class Config:
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> "Config":
+        """ "edge" or "tiny" (module docstring); raises ValueError for any other name."""
         if name == "edge":
             return cls(name="edge")
         if name == "tiny":
@@ -99,14 +111,19 @@ class Config:
 
     @property
     def positions_per_view(self) -> int:
+        """P: attention positions one view contributes (grid x grid; 49 for the edge model at 224 px)."""
         return self.grid * self.grid
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict, as written to config.json (tuples stay tuples until JSON makes them lists)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """The inverse of to_dict. Missing fields take their defaults; an unknown field raises ValueError (a
+        config.json with fields this version does not know is refused, not half-read); lists become tuples."""
+
         def build(dc, values):
             kwargs = {}
             names = {f.name: f for f in dataclasses.fields(dc)}
@@ -120,14 +137,20 @@ class Config:
         return build(cls, d)
 
     def save(self, path: Path) -> None:
+        """Write config.json (indented JSON)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Config":
+        """Read a config.json written by save."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def model_hash(self) -> str:
-        """sha256 of the fields that define the model's shape (not how it was trained)."""
+        """sha256 of the fields that define the model's shape: everything but `name` and `train`.
+
+        Two configs with the same hash build the same architecture, so weights fit either. Used to resume a
+        run (training.train), recorded in bundle manifests (source.config_hash), and compared by the bench to
+        match a bundle to its reference run."""
         d = self.to_dict()
         d.pop("train")
         d.pop("name")

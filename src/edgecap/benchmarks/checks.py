@@ -1,7 +1,7 @@
 """`edgecap bench --check`: thresholds on a bench result, for CI or a release gate.
 
     --check "int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,int8:size_ratio<=0.3"
-    --check targets            the issue's targets (TARGETS below)
+    --check targets            the project's targets (TARGETS below)
 
 Each check is `[variant:]figure OP number` with OP one of >=, <=, >, <. `variant` is a bundle's mode or its row
 name (default: every bundle row). Figures (of a bundle row):
@@ -25,14 +25,25 @@ import operator
 import re
 from dataclasses import dataclass
 
-TARGETS = ("int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,int8:size_ratio<=0.30,"
-           "rss_mb<200,python_share<=0.30")
+TARGETS = (
+    "int8:identical>=0.95,int8:bleu4_drop<=0.01,int8:speedup>=5,int8:size_ratio<=0.30,rss_mb<200,python_share<=0.30"
+)
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-FIGURES = ("identical", "bleu4_drop", "label_agreement", "speedup", "size_ratio", "rss_mb", "cold_start_ms",
-           "python_share")
-_CHECK = re.compile(r"^\s*(?:(?P<sel>[A-Za-z0-9_.#-]+)\s*:)?\s*(?P<fig>[a-z0-9_]+)\s*(?P<op>>=|<=|>|<)\s*"
-                    r"(?P<num>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+FIGURES = (
+    "identical",
+    "bleu4_drop",
+    "label_agreement",
+    "speedup",
+    "size_ratio",
+    "rss_mb",
+    "cold_start_ms",
+    "python_share",
+)
+_CHECK = re.compile(
+    r"^\s*(?:(?P<sel>[A-Za-z0-9_.#-]+)\s*:)?\s*(?P<fig>[a-z0-9_]+)\s*(?P<op>>=|<=|>|<)\s*"
+    r"(?P<num>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$"
+)
 
 
 class CheckSyntaxError(ValueError):
@@ -58,8 +69,9 @@ def parse(spec: str) -> list[Check]:
     for part in [p for p in spec.split(",") if p.strip()]:
         m = _CHECK.match(part)
         if not m:
-            raise CheckSyntaxError(f"cannot read check {part.strip()!r}: write [variant:]figure>=number, e.g. "
-                                   f"int8:identical>=0.95")
+            raise CheckSyntaxError(
+                f"cannot read check {part.strip()!r}: write [variant:]figure>=number, e.g. int8:identical>=0.95"
+            )
         if m["fig"] not in FIGURES:
             raise CheckSyntaxError(f"unknown figure {m['fig']!r} in {part.strip()!r}: one of {', '.join(FIGURES)}")
         checks.append(Check(m["sel"], m["fig"], m["op"], float(m["num"])))
@@ -97,17 +109,27 @@ def figure(result: dict, v: dict, name: str) -> float | None:
 def evaluate(result: dict, checks: list[Check]) -> list[dict]:
     """-> one entry per (check, matching bundle row): {check, variant, value, passed, note}."""
     rows = [v for v in result["variants"] if v["kind"] == "bundle"]
-    out = []
+    out: list[dict] = []
     for c in checks:
         matched = [v for v in rows if c.selector is None or c.selector in (v["name"], v.get("mode"))]
         if not matched:
-            out.append({"check": str(c), "variant": c.selector, "value": None, "passed": False,
-                        "note": "no bundle row matches this variant"})
+            out.append(
+                {
+                    "check": str(c),
+                    "variant": c.selector,
+                    "value": None,
+                    "passed": False,
+                    "note": "no bundle row matches this variant",
+                }
+            )
             continue
         for v in matched:
             value = figure(result, v, c.figure) if v["status"] != "failed" else None
             passed = value is not None and OPS[c.op](value, c.threshold)
-            note = "" if value is not None else (f"not measured ({v['status']}: {v.get('error')})"
-                                                 if v["status"] == "failed" else "not measured")
+            note = (
+                ""
+                if value is not None
+                else (f"not measured ({v['status']}: {v.get('error')})" if v["status"] == "failed" else "not measured")
+            )
             out.append({"check": str(c), "variant": v["name"], "value": value, "passed": passed, "note": note})
     return out

@@ -46,10 +46,16 @@ class BenchInput:
 
 @dataclass(frozen=True)
 class InputSet:
+    """The bench's inputs (real studies first, then derived ones) and where they came from."""
+
     inputs: tuple[BenchInput, ...]
     source: str  # the data folder the real studies came from
     real_studies: int
     real_images: int
+
+    def studies(self) -> list[list[str | None]]:
+        """[[frontal, lateral or None], ...]: the inputs as the worker's "reports" task reads them."""
+        return [[i.frontal, i.lateral] for i in self.inputs]
 
     def describe(self) -> dict:
         counts = {t: sum(i.transform == t for i in self.inputs) for t in TRANSFORMS}
@@ -61,10 +67,12 @@ class InputSet:
             "two_view": sum(i.lateral is not None for i in self.inputs),
             "transforms": counts,
             "source": self.source,
-            "description": (f"{len(self.inputs)} studies: the {self.real_studies} real IU X-Ray studies with images "
-                            f"({self.real_images} images) from {self.source}, plus views derived from them "
-                            f"(crops keeping 88-96 % of each side, rotations within 4 degrees, Gaussian noise "
-                            f"of 1-3 % full scale); each derived study keeps its real study's findings as reference"),
+            "description": (
+                f"{len(self.inputs)} studies: the {self.real_studies} real IU X-Ray studies with images "
+                f"({self.real_images} images) from {self.source}, plus views derived from them "
+                f"(crops keeping 88-96 % of each side, rotations within 4 degrees, Gaussian noise "
+                f"of 1-3 % full scale); each derived study keeps its real study's findings as reference"
+            ),
         }
 
 
@@ -89,7 +97,7 @@ def derive(image: np.ndarray, transform: str, rng: np.random.Generator) -> np.nd
         fh, fw = rng.uniform(0.88, 0.96, size=2)
         ch, cw = int(h * fh), int(w * fw)
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        gray = gray[y:y + ch, x:x + cw]
+        gray = gray[y : y + ch, x : x + cw]
     if transform == "rotate":
         angle = float(rng.uniform(-4.0, 4.0))
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
@@ -99,8 +107,9 @@ def derive(image: np.ndarray, transform: str, rng: np.random.Generator) -> np.nd
     return np.clip(np.rint(np.clip(gray, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
 
 
-def build_inputs(data: str | Path, out_dir: str | Path, minimum: int = 100, seed: int = 0,
-                 max_views: int = 2) -> InputSet:
+def build_inputs(
+    data: str | Path, out_dir: str | Path, minimum: int = 100, seed: int = 0, max_views: int = 2
+) -> InputSet:
     """Real studies of `data` + derived ones until there are at least `minimum`, as PNGs under out_dir.
 
     Each real study appears once as "original", then derived copies cycle through the other transforms.
@@ -110,14 +119,21 @@ def build_inputs(data: str | Path, out_dir: str | Path, minimum: int = 100, seed
     studies = real_studies(data, max_views)
     if not studies:
         raise ValueError(f"{data}: no IU X-Ray study with an image on disk")
-    key = hashlib.sha256(json.dumps([str(data.resolve()), minimum, seed, max_views,
-                                     [(u, [str(v) for v in vs]) for u, vs, _ in studies]]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [str(data.resolve()), minimum, seed, max_views, [(u, [str(v) for v in vs]) for u, vs, _ in studies]]
+        ).encode()
+    ).hexdigest()[:16]
     index = out_dir / "inputs.json"
     if index.is_file():
         saved = json.loads(index.read_text())
         if saved.get("key") == key and all(Path(i["frontal"]).is_file() for i in saved["inputs"]):
-            return InputSet(tuple(BenchInput(**i) for i in saved["inputs"]), saved["source"], saved["real_studies"],
-                            saved["real_images"])
+            return InputSet(
+                tuple(BenchInput(**i) for i in saved["inputs"]),
+                saved["source"],
+                saved["real_studies"],
+                saved["real_images"],
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     per_study = max(1, math.ceil(minimum / len(studies)))
     rng = np.random.default_rng(seed)
@@ -139,10 +155,22 @@ def build_inputs(data: str | Path, out_dir: str | Path, minimum: int = 100, seed
                 if not cv2.imwrite(str(target), derive(image, transform, view_rng)):
                     raise OSError(f"{target}: cannot write")
                 paths.append(str(target))
-            paths += [None] * (2 - len(paths))
-            inputs.append(BenchInput(f"{uid}/{transform}#{k}", uid, transform, paths[0], paths[1], reference))
+            frontal, lateral = (paths + [None, None])[:2]
+            if frontal is None:  # real_studies() never yields a study without a first view
+                raise ValueError(f"study {uid}: no first view")
+            inputs.append(BenchInput(f"{uid}/{transform}#{k}", uid, transform, frontal, lateral, reference))
     real_images = sum(v is not None for _, vs, _ in studies for v in vs)
     result = InputSet(tuple(inputs), str(data), len(studies), real_images)
-    index.write_text(json.dumps({"key": key, "source": str(data), "real_studies": len(studies),
-                                 "real_images": real_images, "inputs": [asdict(i) for i in inputs]}, indent=1))
+    index.write_text(
+        json.dumps(
+            {
+                "key": key,
+                "source": str(data),
+                "real_studies": len(studies),
+                "real_images": real_images,
+                "inputs": [asdict(i) for i in inputs],
+            },
+            indent=1,
+        )
+    )
     return result

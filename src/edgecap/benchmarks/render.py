@@ -7,9 +7,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("variant", "mode", "status", "size MB", "encoder ms", "step ms", "report p50 ms", "report p95 ms",
-           "vs Keras", "size vs f32", "identical", "BLEU-4 rel.", "labels agree", "Python share", "RSS MB",
-           "cold start ms")
+COLUMNS = (
+    "variant",
+    "mode",
+    "status",
+    "size MB",
+    "encoder ms",
+    "step ms",
+    "report p50 ms",
+    "report p95 ms",
+    "vs Keras",
+    "size vs f32",
+    "identical",
+    "BLEU-4 rel.",
+    "labels agree",
+    "Python share",
+    "RSS MB",
+    "cold start ms",
+)
 
 
 def _fmt(x, spec: str = ".1f", suffix: str = "") -> str:
@@ -38,18 +53,26 @@ def rows(result: dict, threads: str | None = None) -> list[list[str]]:
             status = "ok (failed convert verification)"
         size = (v.get("size") or {}).get("total_bytes")
         rel = (d.get("relative") or {}).get("bleu4")
-        out.append([
-            v["name"], v.get("mode") or ("keras eager" if v.get("eager") else "keras compiled"), status,
-            _fmt(size / 1e6 if size else None, ".2f"),
-            _fmt(_steady(v, "encoder", n), ".2f"), _fmt(_steady(v, "decoder_step", n), ".3f"),
-            _fmt(rep["latency"]["p50_ms"] if rep else None), _fmt(rep["latency"]["p95_ms"] if rep else None),
-            _fmt(r.get("speedup_vs_keras", {}).get(n), ".2f", "x"), _fmt(r.get("size_vs_float32"), ".0%"),
-            _fmt(d.get("identical"), ".0%"), _fmt(rel, "+.1%"),
-            _fmt((d.get("clinical") or {}).get("label_agreement"), ".1%"),
-            _fmt(rep["decode_split"]["overhead_share"] if rep else None, ".0%"),
-            _fmt(proc.get("peak_rss_mb") if proc.get("status") == "ok" else None, ".0f"),
-            _fmt(proc["cold_start_ms"]["p50_ms"] if proc.get("status") == "ok" else None, ".0f"),
-        ])
+        out.append(
+            [
+                v["name"],
+                v.get("mode") or ("keras eager" if v.get("eager") else "keras compiled"),
+                status,
+                _fmt(size / 1e6 if size else None, ".2f"),
+                _fmt(_steady(v, "encoder", n), ".2f"),
+                _fmt(_steady(v, "decoder_step", n), ".3f"),
+                _fmt(rep["latency"]["p50_ms"] if rep else None),
+                _fmt(rep["latency"]["p95_ms"] if rep else None),
+                _fmt(r.get("speedup_vs_keras", {}).get(n), ".2f", "x"),
+                _fmt(r.get("size_vs_float32"), ".0%"),
+                _fmt(d.get("identical"), ".0%"),
+                _fmt(rel, "+.1%"),
+                _fmt((d.get("clinical") or {}).get("label_agreement"), ".1%"),
+                _fmt(rep["decode_split"]["overhead_share"] if rep else None, ".0%"),
+                _fmt(proc.get("peak_rss_mb") if proc.get("status") == "ok" else None, ".0f"),
+                _fmt(proc["cold_start_ms"]["p50_ms"] if proc.get("status") == "ok" else None, ".0f"),
+            ]
+        )
     return out
 
 
@@ -66,29 +89,45 @@ def terminal(result: dict) -> str:
 
 def notes(result: dict) -> list[str]:
     s, inp = result["settings"], result["inputs"]
-    out = [f"threads {s['threads'][0]} in this table (see the JSON / Markdown for {', '.join(map(str, s['threads']))});"
-           f" beam {s['beam']}; inputs: {inp['description']}",
-           f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores)"]
+    out = [
+        (
+            f"threads {s['threads'][0]} in this table (see the JSON / Markdown for "
+            f"{', '.join(map(str, s['threads']))}); beam {s['beam']}; inputs: {inp['description']}"
+        ),
+        f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores)",
+    ]
     for kind, p in (result.get("peak") or {}).items():
         if p.get("status") == "ok":
-            out.append(f"peak {kind} matmul: " + ", ".join(
-                f"{n} thr {r['gops']:.0f} GOPS" for n, r in p["threads"].items() if r.get("status") == "ok"))
+            out.append(
+                f"peak {kind} matmul: "
+                + ", ".join(f"{n} thr {r['gops']:.0f} GOPS" for n, r in p["threads"].items() if r.get("status") == "ok")
+            )
     for v in result["variants"]:
         t = v.get("throughput") or {}
         per = t.get("threads") or {}
         if per:
-            out.append(f"{v['name']}: {t['encoder_precision']} encoder " + ", ".join(
-                f"{n} thr {x['gops']:.0f} GOPS" + (f" ({x['share_of_peak']:.0%} of the {t['peak_compared']} peak)"
-                                                   if x.get("share_of_peak") else "")
-                for n, x in per.items()))
+            out.append(
+                f"{v['name']}: {t['encoder_precision']} encoder "
+                + ", ".join(
+                    f"{n} thr {x['gops']:.0f} GOPS"
+                    + (
+                        f" ({x['share_of_peak']:.0%} of the {t['peak_compared']} peak)"
+                        if x.get("share_of_peak")
+                        else ""
+                    )
+                    for n, x in per.items()
+                )
+            )
         if v.get("drift_note"):
             out.append(f"{v['name']}: {v['drift_note']}")
     if result.get("checks"):
         failed = [c for c in result["checks"] if not c["passed"]]
         out.append(f"checks: {len(result['checks']) - len(failed)} passed, {len(failed)} failed")
         for c in result["checks"]:
-            out.append(f"  {'PASS' if c['passed'] else 'FAIL'} {c['variant']}: {c['check']} "
-                       f"(value {_fmt(c['value'], '.4g')}) {c['note']}")
+            out.append(
+                f"  {'PASS' if c['passed'] else 'FAIL'} {c['variant']}: {c['check']} "
+                f"(value {_fmt(c['value'], '.4g')}) {c['note']}"
+            )
     return out
 
 
@@ -96,18 +135,34 @@ def markdown(result: dict) -> str:
     """The whole result as a Markdown page: the table per thread count, the five figures per model file,
     the decode split, drift, process figures and the notes."""
     s = result["settings"]
-    md = [f"# edgecap bench ({result['created']}, edgecap {result['edgecap_version']})", "",
-          f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
-          f"{result['machine']['python']}; {', '.join(f'{k} {v}' for k, v in result['machine']['packages'].items())}.",
-          "", f"Reference: {(result.get('reference') or {}).get('path', 'none')}. "
-          f"Inputs: {result['inputs']['description']}.", ""]
+    md = [
+        f"# edgecap bench ({result['created']}, edgecap {result['edgecap_version']})",
+        "",
+        (
+            f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
+            f"{result['machine']['python']}; "
+            f"{', '.join(f'{k} {v}' for k, v in result['machine']['packages'].items())}."
+        ),
+        "",
+        (
+            f"Reference: {(result.get('reference') or {}).get('path', 'none')}. "
+            f"Inputs: {result['inputs']['description']}."
+        ),
+        "",
+    ]
     for n in map(str, s["threads"]):
         md += [f"## {n} thread(s)", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows(result, n)]
         md.append("")
-    md += ["## Per model file (LiteRT benchmark_model's five figures; Keras: compiled tf.function and eager)", "",
-           "| variant | file | threads | init ms | first ms | warm-up ms | steady mean ms | p50 ms | p95 ms | "
-           "memory init MB | memory peak MB |", "|" + "---|" * 11]
+    md += [
+        "## Per model file (LiteRT benchmark_model's five figures; Keras: compiled tf.function and eager)",
+        "",
+        (
+            "| variant | file | threads | init ms | first ms | warm-up ms | steady mean ms | p50 ms | p95 ms | "
+            "memory init MB | memory peak MB |"
+        ),
+        "|" + "---|" * 11,
+    ]
     for v in result["variants"]:
         for part, per in (v.get("models") or {}).items():
             for n, f in per.items():
@@ -115,57 +170,90 @@ def markdown(result: dict) -> str:
                     md.append(f"| {v['name']} | {part} | {n} | {f.get('error', 'failed')} |" + " |" * 7)
                     continue
                 st, mem = f["steady"], f["memory"]
-                md.append(f"| {v['name']} | {part} | {n} | {f['init_ms']:.1f} | {f['first_ms']:.2f} | "
-                          f"{_fmt(f['warmup_ms'], '.2f')} | {st['mean_ms']:.3f} | {st['p50_ms']:.3f} | "
-                          f"{st['p95_ms']:.3f} | {mem['init_mb']:.1f} | {mem['peak_mb']:.1f} |")
-    md += ["", "## Whole report: stages and decode loop split (first thread count)", "",
-           "Stages: mean over all inputs. Split: the decode loop re-run on the first inputs with the interpreter's "
-           "calls timed (interpreter = invoke() or the compiled graph call; tensor copies = set_tensor / "
-           "get_tensor; Python = the rest of the loop).", "",
-           "| variant | read ms | sanity ms | preprocess ms | encoder ms | decode ms | labeler ms | split: decode ms "
-           "| interpreter ms | tensor copies ms | Python ms | Python share | steps |", "|" + "---|" * 13]
+                md.append(
+                    f"| {v['name']} | {part} | {n} | {f['init_ms']:.1f} | {f['first_ms']:.2f} | "
+                    f"{_fmt(f['warmup_ms'], '.2f')} | {st['mean_ms']:.3f} | {st['p50_ms']:.3f} | "
+                    f"{st['p95_ms']:.3f} | {mem['init_mb']:.1f} | {mem['peak_mb']:.1f} |"
+                )
+    md += [
+        "",
+        "## Whole report: stages and decode loop split (first thread count)",
+        "",
+        (
+            "Stages: mean over all inputs. Split: the decode loop re-run on the first inputs with the interpreter's "
+            "calls timed (interpreter = invoke() or the compiled graph call; tensor copies = set_tensor / "
+            "get_tensor; Python = the rest of the loop)."
+        ),
+        "",
+        (
+            "| variant | read ms | sanity ms | preprocess ms | encoder ms | decode ms | labeler ms | split: decode ms "
+            "| interpreter ms | tensor copies ms | Python ms | Python share | steps |"
+        ),
+        "|" + "---|" * 13,
+    ]
     n0 = str(s["threads"][0])
     for v in result["variants"]:
         rep = (v.get("report") or {}).get(n0)
         if not rep:
             continue
         st, sp = rep["stages_mean_ms"], rep["decode_split"]
-        md.append(f"| {v['name']} | {st['read_ms']:.2f} | {st['sanity_ms']:.2f} | {st['preprocess_ms']:.2f} | "
-                  f"{st['encoder_ms']:.2f} | {st['decoder_ms']:.2f} | {st['labeler_ms']:.2f} | "
-                  f"{sp['decode_ms']:.2f} | {sp['interpreter_ms']:.2f} | {sp['tensor_io_ms']:.2f} | {sp['python_ms']:.2f} | "
-                  f"{sp['overhead_share']:.0%} | {sp['steps_per_report']:.0f} |")
-    md += ["", "## Drift against the Keras model", "",
-           "| variant | identical | BLEU-4 | METEOR | ROUGE-L | CIDEr | BLEU-4 rel. | label agreement | "
-           "CE micro-F1 | CE macro-F1 |", "|" + "---|" * 10]
+        md.append(
+            f"| {v['name']} | {st['read_ms']:.2f} | {st['sanity_ms']:.2f} | {st['preprocess_ms']:.2f} | "
+            f"{st['encoder_ms']:.2f} | {st['decoder_ms']:.2f} | {st['labeler_ms']:.2f} | "
+            f"{sp['decode_ms']:.2f} | {sp['interpreter_ms']:.2f} | {sp['tensor_io_ms']:.2f} | "
+            f"{sp['python_ms']:.2f} | "
+            f"{sp['overhead_share']:.0%} | {sp['steps_per_report']:.0f} |"
+        )
+    md += [
+        "",
+        "## Drift against the Keras model",
+        "",
+        (
+            "| variant | identical | BLEU-4 | METEOR | ROUGE-L | CIDEr | BLEU-4 rel. | label agreement | "
+            "CE micro-F1 | CE macro-F1 |"
+        ),
+        "|" + "---|" * 10,
+    ]
     for v in result["variants"]:
         d = v.get("drift") or {}
         if d.get("status") != "ok":
             md.append(f"| {v['name']} | {d.get('reason', '-')} |" + " |" * 8)
             continue
         nlg, cl, rel = d.get("nlg") or {}, d.get("clinical") or {}, d.get("relative") or {}
-        md.append(f"| {v['name']} | {d['identical']:.1%} ({d['identical_count']}/{d['n']}) | "
-                  f"{_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
-                  f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | "
-                  f"{_fmt(rel.get('bleu4'), '+.2%')} | {_fmt(cl.get('label_agreement'), '.1%')} | "
-                  f"{_fmt((cl.get('micro') or {}).get('f1'), '.3f')} | {_fmt((cl.get('macro') or {}).get('f1'), '.3f')} |")
+        md.append(
+            f"| {v['name']} | {d['identical']:.1%} ({d['identical_count']}/{d['n']}) | "
+            f"{_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
+            f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | "
+            f"{_fmt(rel.get('bleu4'), '+.2%')} | {_fmt(cl.get('label_agreement'), '.1%')} | "
+            f"{_fmt((cl.get('micro') or {}).get('f1'), '.3f')} | "
+            f"{_fmt((cl.get('macro') or {}).get('f1'), '.3f')} |"
+        )
     for name, b in (result.get("baselines") or {}).items():
         if not isinstance(b, dict):
             continue
         nlg, cl = b["nlg"], b["clinical"]
-        md.append(f"| baseline: {name} | - | {_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
-                  f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | - | - | "
-                  f"{cl['micro']['f1']:.3f} | {cl['macro']['f1']:.3f} |")
+        md.append(
+            f"| baseline: {name} | - | {_fmt(nlg.get('bleu4'), '.4f')} | {_fmt(nlg.get('meteor'), '.4f')} | "
+            f"{_fmt(nlg.get('rouge_l'), '.4f')} | {_fmt(nlg.get('cider'), '.4f')} | - | - | "
+            f"{cl['micro']['f1']:.3f} | {cl['macro']['f1']:.3f} |"
+        )
     notes_b = [f"{name}: {b['note']}" for name, b in (result.get("baselines") or {}).items() if isinstance(b, dict)]
     if notes_b:
         md += ["", "Baselines (same inputs and references): " + "; ".join(notes_b) + "."]
-    per = [(v["name"], (v.get("drift") or {}).get("clinical", {}).get("per_observation"))
-           for v in result["variants"]]
+    per = [(v["name"], (v.get("drift") or {}).get("clinical", {}).get("per_observation")) for v in result["variants"]]
     per = [(n, p) for n, p in per if p]
     if per:
         obs = list(per[0][1])
-        md += ["", "Clinical efficacy per observation (F1 against the references, positive vs rest; support = "
-               "positive references):", "", "| observation | support | " + " | ".join(n for n, _ in per) + " |",
-               "|" + "---|" * (len(per) + 2)]
+        md += [
+            "",
+            (
+                "Clinical efficacy per observation (F1 against the references, positive vs rest; support = "
+                "positive references):"
+            ),
+            "",
+            "| observation | support | " + " | ".join(n for n, _ in per) + " |",
+            "|" + "---|" * (len(per) + 2),
+        ]
         for o in obs:
             md.append(f"| {o} | {per[0][1][o]['support']} | " + " | ".join(f"{p[o]['f1']:.2f}" for _, p in per) + " |")
     md += ["", "## Notes", ""] + [f"- {x}" for x in notes(result)] + [""]
@@ -197,8 +285,13 @@ def plot(result: dict, path: str | Path) -> None:
     order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
     for rank, i in enumerate(order):  # alternate label sides so close points stay readable
         c = cs[i]
-        ax.annotate(f"{labels[i]}" + (f"\n{c:.0%} identical" if c is not None else ""), (xs[i], ys[i]),
-                    textcoords="offset points", xytext=(8, 6) if rank % 2 == 0 else (8, -18), fontsize=8)
+        ax.annotate(
+            f"{labels[i]}" + (f"\n{c:.0%} identical" if c is not None else ""),
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=(8, 6) if rank % 2 == 0 else (8, -18),
+            fontsize=8,
+        )
     ax.margins(x=0.15, y=0.25)
     ax.set_xlabel("size on disk (MB)")
     ax.set_ylabel(f"whole report p50 (ms, {n} thread(s), beam {result['settings']['beam']})")

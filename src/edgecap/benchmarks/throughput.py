@@ -23,7 +23,7 @@ Limits:
 - The peak model has int8 input and output; a bundle encoder has float32 I/O, whose QUANTIZE / DEQUANTIZE
   time is in its latency but not in its counted operations.
 - The peak is measured on whatever else the machine is doing: on a busy machine both numbers drop, and
-  two-thread timings vary up to ~35 % between runs (TOOLCHAIN.md). Compare numbers from the same run.
+  two-thread timings vary up to ~35 % between runs (docs/toolchain.md). Compare numbers from the same run.
 - More threads than cores oversubscribe: the threads time-slice and throughput flattens or falls.
 """
 
@@ -55,6 +55,7 @@ CACHE_FORMAT = 1  # bump when build_peak_model changes, so stale cached models a
 
 # ---------------------------------------------------------------------------------------------- counting
 
+
 def count_ops(tflite_bytes: bytes) -> dict:
     """Multiply-accumulates of one invoke of subgraph 0 of a .tflite model, from its tensor shapes.
 
@@ -81,8 +82,7 @@ def count_ops(tflite_bytes: bytes) -> dict:
         if graph.Tensors(int(op.Inputs(0))).Type() == schema.TensorType.INT8:
             int8 += macs
     total = sum(by_op.values())
-    return {"macs": total, "ops": 2 * total, "by_op": dict(sorted(by_op.items())), "int8_macs": int8,
-            "layers": layers}
+    return {"macs": total, "ops": 2 * total, "by_op": dict(sorted(by_op.items())), "int8_macs": int8, "layers": layers}
 
 
 def _shape(graph, index: int) -> tuple[int, ...]:
@@ -125,6 +125,7 @@ def achieved(encoder_ops: int, latency_ms: float) -> float:
 
 # ------------------------------------------------------------------------------------------------ timing
 
+
 def time_model_bytes(data: bytes, num_threads: int, seconds: float = 1.0) -> dict:
     """Time invokes of a .tflite model on random inputs. Needs only a TFLite interpreter (no TensorFlow).
 
@@ -141,9 +142,16 @@ def time_model_bytes(data: bytes, num_threads: int, seconds: float = 1.0) -> dic
     times = timed_calls(interp.invoke, seconds, min_runs=5)
     ops = count_ops(data)
     median_ms = statistics.median(times) * 1e3
-    return {"gops": achieved(ops["ops"], median_ms), "macs": ops["macs"], "ops": ops["ops"],
-            "median_ms": median_ms, "min_ms": min(times) * 1e3, "runs": len(times), "threads": num_threads,
-            "interpreter": package}
+    return {
+        "gops": achieved(ops["ops"], median_ms),
+        "macs": ops["macs"],
+        "ops": ops["ops"],
+        "median_ms": median_ms,
+        "min_ms": min(times) * 1e3,
+        "runs": len(times),
+        "threads": num_threads,
+        "interpreter": package,
+    }
 
 
 def _interpreter(data: bytes, num_threads: int):
@@ -169,7 +177,8 @@ def timed_calls(call, min_seconds: float, min_runs: int, max_runs: int | None = 
     times: list[float] = []
     start = time.perf_counter()
     while (max_runs is None or len(times) < max_runs) and (
-            len(times) < min_runs or time.perf_counter() - start < min_seconds):
+        len(times) < min_runs or time.perf_counter() - start < min_seconds
+    ):
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
@@ -177,6 +186,7 @@ def timed_calls(call, min_seconds: float, min_runs: int, max_runs: int | None = 
 
 
 # ------------------------------------------------------------------------------------------- peak models
+
 
 def build_peak_model(kind: str, shape: tuple[int, int, int]) -> bytes:
     """One dense layer, a (rows, in) input times an (in, out) kernel, no bias -> .tflite bytes.
@@ -206,8 +216,9 @@ def build_peak_model(kind: str, shape: tuple[int, int, int]) -> bytes:
         rng = np.random.default_rng(0)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.representative_dataset = lambda: ({"x": rng.standard_normal((rows, depth)).astype(np.float32)}
-                                               for _ in range(4))
+        conv.representative_dataset = lambda: (
+            {"x": rng.standard_normal((rows, depth)).astype(np.float32)} for _ in range(4)
+        )
         conv.inference_input_type = conv.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # SavedModel listing, notices
         warnings.simplefilter("ignore")
@@ -240,8 +251,13 @@ def peak_model_bytes(kind: str, shape: tuple[int, int, int], cache_dir: Path | N
     return data
 
 
-def peak(kind: str, num_threads: int, seconds: float = 1.0, cache_dir: Path | None = None,
-         shapes: Sequence[tuple[int, int, int]] | None = None) -> dict:
+def peak(
+    kind: str,
+    num_threads: int,
+    seconds: float = 1.0,
+    cache_dir: Path | None = None,
+    shapes: Sequence[tuple[int, int, int]] | None = None,
+) -> dict:
     """Peak dense throughput of this CPU for `kind` ("int8" | "float32"): every candidate shape timed for
     `seconds`, the highest GOPS kept. -> time_model_bytes's dict plus "shape", "kernel", "tried"."""
     best: dict | None = None
@@ -252,8 +268,11 @@ def peak(kind: str, num_threads: int, seconds: float = 1.0, cache_dir: Path | No
         tried[label] = round(result["gops"], 1)
         if best is None or result["gops"] > best["gops"]:
             rows, depth, units = shape
-            best = {**result, "shape": tuple(shape),
-                    "kernel": f"{kind} FULLY_CONNECTED ({rows}, {depth}) x ({depth}, {units}), {kind} I/O"}
+            best = {
+                **result,
+                "shape": tuple(shape),
+                "kernel": f"{kind} FULLY_CONNECTED ({rows}, {depth}) x ({depth}, {units}), {kind} I/O",
+            }
     if best is None:
         raise ValueError("no shapes to try")
     return {**best, "tried": tried}

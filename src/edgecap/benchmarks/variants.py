@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from edgecap import __version__
 from edgecap.config import Config
@@ -50,7 +50,7 @@ class Reference:
     bundle_weights_sha256: tuple[str, ...]  # weights sha256 values a bundle manifest may name for this model
 
     @classmethod
-    def load(cls, path: str | Path) -> "Reference":
+    def load(cls, path: str | Path) -> Reference:
         root = shipped_reference() if str(path) == "default" and not Path(path).exists() else Path(path)
         if not (root / "config.json").is_file() or not (root / "vocab.json").is_file():
             raise BenchError(f"{path}: not a run directory (config.json / vocab.json missing)")
@@ -70,8 +70,10 @@ class Reference:
         """None when `manifest`'s bundle was converted from this model, else why not."""
         src = manifest.source or {}
         if src.get("config_hash") != self.config_hash:
-            return (f"the bundle's model config (hash {str(src.get('config_hash'))[:12]}) is not the reference's "
-                    f"({self.config_hash[:12]})")
+            return (
+                f"the bundle's model config (hash {str(src.get('config_hash'))[:12]}) is not the reference's "
+                f"({self.config_hash[:12]})"
+            )
         sha = src.get("weights_sha256")
         if sha and sha not in self.bundle_weights_sha256:
             return f"the bundle was converted from other weights (sha256 {sha[:12]}) than the reference's"
@@ -102,8 +104,9 @@ def resolve_reference(run: str | Path | None, bundles: list[Path]) -> tuple[Refe
     return None, "none found: pass --run RUN (the run the bundles were converted from)"
 
 
-def convert_modes(ref: Reference, modes: list[str], log: Callable[[str], None] = print,
-                  root: Path | None = None) -> dict[str, dict]:
+def convert_modes(
+    ref: Reference, modes: list[str], log: Callable[[str], None] = print, root: Path | None = None
+) -> dict[str, dict]:
     """Convert the reference run into each mode (cached). -> {mode: {"path", "verified", "seconds", "cached"}
     or {"error"}}. A converter failure is an entry, not an exception: the bench shows it as the row's status."""
     from edgecap.convert.pipeline import STEP_BATCH, convert_run
@@ -111,8 +114,9 @@ def convert_modes(ref: Reference, modes: list[str], log: Callable[[str], None] =
     root = root or cache_root()
     out: dict[str, dict] = {}
     for mode in modes:
-        key = hashlib.sha256(f"{ref.weights_sha256}:{ref.config_hash}:{mode}:{__version__}:step{STEP_BATCH}"
-                             .encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{ref.weights_sha256}:{ref.config_hash}:{mode}:{__version__}:step{STEP_BATCH}".encode()
+        ).hexdigest()[:16]
         target = root / "bundles" / f"{mode}-{key}"
         done = target / "bench-converted.json"
         if done.is_file():

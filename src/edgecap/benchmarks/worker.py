@@ -62,9 +62,15 @@ def summary(times_ms: list[float]) -> dict:
     a = np.asarray(times_ms, np.float64)
     if not len(a):
         return {"n": 0}
-    return {"n": int(len(a)), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)),
-            "p95_ms": float(np.percentile(a, 95)), "min_ms": float(a.min()), "max_ms": float(a.max()),
-            "std_ms": float(a.std())}
+    return {
+        "n": len(a),
+        "mean_ms": float(a.mean()),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "std_ms": float(a.std()),
+    }
 
 
 def five_figures(init, call, warmup_runs: int, min_runs: int, min_seconds: float, max_runs: int) -> dict:
@@ -86,10 +92,19 @@ def five_figures(init, call, warmup_runs: int, min_runs: int, min_seconds: float
         call()
         warm.append((time.perf_counter() - s) * 1e3)
     steady = [t * 1e3 for t in timed_calls(call, min_seconds, min_runs, max_runs)]
-    return {"status": "ok", "init_ms": (t1 - t0) * 1e3, "first_ms": (t2 - t1) * 1e3,
-            "warmup_ms": float(np.mean(warm)) if warm else None, "steady": summary(steady),
-            "memory": {"baseline_mb": base, "init_mb": init_mem, "overall_mb": rss_mb() - base,
-                       "peak_mb": peak_rss_mb() - base}}
+    return {
+        "status": "ok",
+        "init_ms": (t1 - t0) * 1e3,
+        "first_ms": (t2 - t1) * 1e3,
+        "warmup_ms": float(np.mean(warm)) if warm else None,
+        "steady": summary(steady),
+        "memory": {
+            "baseline_mb": base,
+            "init_mb": init_mem,
+            "overall_mb": rss_mb() - base,
+            "peak_mb": peak_rss_mb() - base,
+        },
+    }
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------
@@ -99,10 +114,14 @@ def step_inputs(batch: int, hidden: int, positions: int, feature_dim: int, seed:
     the values (no data-dependent control flow in the step graph)."""
     rng = np.random.default_rng(seed)
     mask = np.zeros((1, positions), np.float32)
-    mask[:, :positions // 2 or positions] = 1.0
-    return {"token": np.full((batch,), 1, np.int32), "h": np.zeros((batch, hidden), np.float32),
-            "c": np.zeros((batch, hidden), np.float32),
-            "features": np.abs(rng.normal(size=(1, positions, feature_dim))).astype(np.float32), "mask": mask}
+    mask[:, : positions // 2 or positions] = 1.0
+    return {
+        "token": np.full((batch,), 1, np.int32),
+        "h": np.zeros((batch, hidden), np.float32),
+        "c": np.zeros((batch, hidden), np.float32),
+        "features": np.abs(rng.normal(size=(1, positions, feature_dim))).astype(np.float32),
+        "mask": mask,
+    }
 
 
 BEAM_ROWS = 3  # Keras step timings use a beam-3 call, as the bundles' decoder_step (convert.pipeline.STEP_BATCH)
@@ -128,8 +147,9 @@ def task_model(t: dict) -> dict:
                 feeds[name] = None
         if any(v is None for v in feeds.values()):
             ins = m.inputs
-            step = step_inputs(ins["token"]["shape"][0], ins["h"]["shape"][1], ins["features"]["shape"][1],
-                               ins["features"]["shape"][2])
+            step = step_inputs(
+                ins["token"]["shape"][0], ins["h"]["shape"][1], ins["features"]["shape"][1], ins["features"]["shape"][2]
+            )
             feeds = {k: step[k] for k in ins}
             holder["rows"] = ins["token"]["shape"][0]
         for k, v in feeds.items():
@@ -148,7 +168,6 @@ def task_model(t: dict) -> dict:
 def task_keras(t: dict) -> dict:
     """Five figures of the Keras encoder and step, compiled (tf.function, traced at first call) and eager."""
     _tf_threads(t["threads"])
-    from edgecap.training.keras_step import KerasBundle
     from edgecap.training.run_dir import load_model
 
     t0 = time.perf_counter()
@@ -161,22 +180,39 @@ def task_keras(t: dict) -> dict:
     x = step_inputs(BEAM_ROWS, cfg.decoder.hidden, cfg.max_views * model.positions, cfg.encoder.feature_dim)
     out: dict = {"load_ms": load_ms, "load_mb": rss_mb() - base, "tensorflow": _tf_version()}
     for variant in ("compiled", "eager"):
-        holder: dict = {}
         r = dict(t["runs"])
         if variant == "eager":  # 10-100x slower: fewer runs, same figures
             r = {**r, "min_runs": max(3, r["min_runs"] // 10), "max_runs": max(5, r["max_runs"] // 10)}
-
-        def init_enc():
-            holder["b"] = KerasBundle(model, vocab, t["run"], eager=variant == "eager")
-
-        out[f"{variant}_encoder"] = five_figures(init_enc, lambda: holder["b"].encode(image), r["warmup"],
-                                                 r["min_runs"], r["min_seconds"], r["max_runs"])
-        b = holder["b"]
-        feats, mask = x["features"][0], x["mask"][0]
-        out[f"{variant}_decoder_step"] = {**five_figures(
-            lambda: None, lambda: b.step(x["token"], x["h"], x["c"], feats, mask), r["warmup"],
-            r["min_runs"] * 5, r["min_seconds"], r["max_runs"] * 5), "rows": BEAM_ROWS}
+        out[f"{variant}_encoder"], out[f"{variant}_decoder_step"] = _keras_figures(
+            model, vocab, t["run"], variant == "eager", image, x, r
+        )
     return out
+
+
+def _keras_figures(model, vocab, run: str, eager: bool, image: np.ndarray, x: dict, r: dict) -> tuple[dict, dict]:
+    """Five figures of one Keras adapter (compiled or eager): its encoder on the prepared `image` (initialisation
+    = building the adapter), then its decoder step on step_inputs `x` (r's run counts x 5: a step is short)."""
+    from edgecap.training.keras_step import KerasBundle
+
+    holder: dict = {}
+
+    def init_enc():
+        holder["b"] = KerasBundle(model, vocab, run, eager=eager)
+
+    encoder = five_figures(
+        init_enc, lambda: holder["b"].encode(image), r["warmup"], r["min_runs"], r["min_seconds"], r["max_runs"]
+    )
+    b = holder["b"]
+    feats, mask = x["features"][0], x["mask"][0]
+    step = five_figures(
+        lambda: None,
+        lambda: b.step(x["token"], x["h"], x["c"], feats, mask),
+        r["warmup"],
+        r["min_runs"] * 5,
+        r["min_seconds"],
+        r["max_runs"] * 5,
+    )
+    return encoder, {**step, "rows": BEAM_ROWS}
 
 
 def task_reports(t: dict) -> dict:
@@ -193,7 +229,7 @@ def task_reports(t: dict) -> dict:
         from edgecap.training.keras_step import KerasBundle
         from edgecap.training.run_dir import load_model
 
-        cfg, vocab, model = load_model(t["keras_run"])
+        _, vocab, model = load_model(t["keras_run"])
         captioner = Captioner(KerasBundle(model, vocab, t["keras_run"], eager=t.get("eager", False)))
     else:
         captioner = Captioner.from_bundle(t["bundle"], num_threads=t["threads"])
@@ -203,23 +239,43 @@ def task_reports(t: dict) -> dict:
     studies = t["inputs"]
     first = captioner.caption(studies[0][0], studies[0][1], beam=beam)  # first report: lazy allocations, tracing
     first_ms = first.timings["total_ms"]
-    warm = [captioner.caption(f, l, beam=beam).timings["total_ms"] for f, l in studies[:t.get("warmup", 2)]]
-    rows, totals = [], []
+    warm = [
+        captioner.caption(frontal, lateral, beam=beam).timings["total_ms"]
+        for frontal, lateral in studies[: t.get("warmup", 2)]
+    ]
+    rows: list[dict] = []
+    totals: list[float] = []
     for frontal, lateral in studies:
         rep = captioner.caption(frontal, lateral, beam=beam)
         tm = rep.timings
         totals.append(tm["total_ms"])
-        rows.append({"tokens": rep.tokens, "text": rep.text, "total_ms": tm["total_ms"],
-                     "steps": tm["decoder_steps"], "flagged": rep.flagged,
-                     "stages": {k: tm[k] for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms",
-                                                   "decoder_ms", "labeler_ms")}})
+        rows.append(
+            {
+                "tokens": rep.tokens,
+                "text": rep.text,
+                "total_ms": tm["total_ms"],
+                "steps": tm["decoder_steps"],
+                "flagged": rep.flagged,
+                "stages": {
+                    k: tm[k]
+                    for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms", "labeler_ms")
+                },
+            }
+        )
     stages = {k: float(np.mean([r["stages"][k] for r in rows])) for k in rows[0]["stages"]}
-    split = decode_split(captioner, studies[:t.get("split_inputs", 20)], beam, keras)
-    return {"init_ms": init_ms, "init_mb": init_mb, "first_ms": first_ms,
-            "warmup_ms": float(np.mean(warm)) if warm else None, "latency": summary(totals),
-            "stages_mean_ms": stages, "decode_split": split, "reports": rows,
-            "memory": {"overall_mb": rss_mb() - base, "peak_mb": peak_rss_mb() - base, "peak_rss_mb": peak_rss_mb()},
-            "interpreter": captioner.bundle.interpreter_name}
+    split = decode_split(captioner, studies[: t.get("split_inputs", 20)], beam, keras)
+    return {
+        "init_ms": init_ms,
+        "init_mb": init_mb,
+        "first_ms": first_ms,
+        "warmup_ms": float(np.mean(warm)) if warm else None,
+        "latency": summary(totals),
+        "stages_mean_ms": stages,
+        "decode_split": split,
+        "reports": rows,
+        "memory": {"overall_mb": rss_mb() - base, "peak_mb": peak_rss_mb() - base, "peak_rss_mb": peak_rss_mb()},
+        "interpreter": captioner.bundle.info["interpreter"],
+    }
 
 
 def decode_split(captioner, studies, beam: int, keras: bool) -> dict:
@@ -242,6 +298,7 @@ def decode_split(captioner, studies, beam: int, keras: bool) -> dict:
                 acc[key] += perf() - s
                 if key == "interpreter":
                     acc["calls"] += 1
+
         return wrapper
 
     if keras:
@@ -268,9 +325,16 @@ def decode_split(captioner, studies, beam: int, keras: bool) -> dict:
     interp, io = acc["interpreter"] * 1e3 / n, acc["io"] * 1e3 / n
     total = decode_ms / n
     python = max(0.0, total - interp - io)
-    return {"reports": len(studies), "decode_ms": total, "interpreter_ms": interp, "tensor_io_ms": io,
-            "python_ms": python, "calls_per_report": acc["calls"] / n, "steps_per_report": steps / n,
-            "overhead_share": (total - interp) / total if total else None}
+    return {
+        "reports": len(studies),
+        "decode_ms": total,
+        "interpreter_ms": interp,
+        "tensor_io_ms": io,
+        "python_ms": python,
+        "calls_per_report": acc["calls"] / n,
+        "steps_per_report": steps / n,
+        "overhead_share": (total - interp) / total if total else None,
+    }
 
 
 def task_peak(t: dict) -> dict:

@@ -16,16 +16,21 @@ from edgecap.convert.modes import Mode
 from edgecap.runtime.bundle import sha256_file
 from edgecap.runtime.interpreter import SignatureModel
 from edgecap.runtime.manifest import DEFAULT_NOTICE, DecoderSpec, FileRef, InputSpec, Manifest, ModelFile, TensorSpec
+from edgecap.runtime.study import VIEW_ORDER
 from edgecap.runtime.vocab import Vocabulary
 
 # role -> signature tensor name, as convert.export.export_views names them
 TENSOR_NAMES = {
     "encoder": ({"image": "image"}, {"features": "features"}),
-    "decoder_step": ({"token": "token", "h": "h", "c": "c", "features": "features", "mask": "mask"},
-                     {"logits": "logits", "h": "h_out", "c": "c_out", "attention": "attention"}),
+    "decoder_step": (
+        {"token": "token", "h": "h", "c": "c", "features": "features", "mask": "mask"},
+        {"logits": "logits", "h": "h_out", "c": "c_out", "attention": "attention"},
+    ),
 }
-COLOR = ("grayscale: RGB(A) input becomes ITU-R 601 luma, 16-bit input is min-max stretched; the gray image is "
-         "replicated to the 3 channels (runtime.preprocess)")
+COLOR = (
+    "grayscale: RGB(A) input becomes ITU-R 601 luma, 16-bit input is min-max stretched; the gray image is "
+    "replicated to the 3 channels (runtime.preprocess)"
+)
 RESIZE = "plain square resize to size x size (no crop, no letterbox), INTER_AREA when shrinking (runtime.preprocess)"
 
 
@@ -44,37 +49,73 @@ def write_model(out: Path, part: str, mode: Mode, data: bytes) -> ModelFile:
     ins, outs = TENSOR_NAMES[part]
 
     def spec(table, roles):
-        return {role: TensorSpec(name, tuple(table[name]["shape"]), table[name]["dtype"])
-                for role, name in roles.items()}
+        return {
+            role: TensorSpec(name, tuple(table[name]["shape"]), table[name]["dtype"]) for role, name in roles.items()
+        }
 
     ops = read_ops(data)
     return ModelFile(
-        path=path.name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), precision=mode.precision(part),
-        ops=tuple(ops), op_versions=ops,
-        min_runtime={"ai-edge-litert": _version("ai-edge-litert"),
-                     "tflite-runtime": "2.14.0" if mode.tflite_runtime_214 else None},
-        inputs=spec(model.inputs, ins), outputs=spec(model.outputs, outs),
+        path=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        precision=mode.precision(part),
+        ops=tuple(ops),
+        op_versions=ops,
+        min_runtime={
+            "ai-edge-litert": _version("ai-edge-litert"),
+            "tflite-runtime": "2.14.0" if mode.tflite_runtime_214 else None,
+        },
+        inputs=spec(model.inputs, ins),
+        outputs=spec(model.outputs, outs),
     )
 
 
-def build_manifest(out: Path, mode: Mode, cfg: Config, vocab: Vocabulary, files: dict[str, ModelFile],
-                   positions: int, source: dict, calibration: dict | None, notice: str = DEFAULT_NOTICE) -> Manifest:
-    """Write vocab.json beside the model files and return the manifest (not yet saved, no verification)."""
+def build_manifest(
+    out: Path,
+    mode: Mode,
+    cfg: Config,
+    vocab: Vocabulary,
+    files: dict[str, ModelFile],
+    source: dict,
+    calibration: dict | None,
+    notice: str = DEFAULT_NOTICE,
+    *,
+    positions: int,
+    step_batch: int,
+) -> Manifest:
+    """Write vocab.json beside the model files and return the manifest (not yet saved, no verification).
+    positions: P, attention positions per view; step_batch: rows of the decoder step file (its token input)."""
     vocab_path = out / "vocab.json"
     vocab.save(vocab_path)
     litert = _version("ai-edge-litert")
     return Manifest(
         edgecap_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        mode=mode.name, mode_settings=json.loads(json.dumps(mode.to_dict())), notice=notice, files=files,
+        mode=mode.name,
+        mode_settings=json.loads(json.dumps(mode.to_dict())),
+        notice=notice,
+        files=files,
         vocab=FileRef(vocab_path.name, sha256_file(vocab_path), vocab_path.stat().st_size),
-        input=InputSpec(size=cfg.image.size, channels=3, mean=cfg.image.mean, std=cfg.image.std, color=COLOR,
-                        resize=RESIZE, max_views=cfg.max_views, view_order=("frontal", "lateral")[:cfg.max_views]),
-        decoder=DecoderSpec(max_len=cfg.text.max_len, hidden_size=cfg.decoder.hidden, positions_per_view=positions,
-                            feature_dim=cfg.encoder.feature_dim, attention_positions=cfg.max_views * positions,
-                            vocab_size=len(vocab)),
-        special={"pad": vocab.pad_id, "bos": vocab.bos_id, "eos": vocab.eos_id, "unk": vocab.unk_id,
-                 "sep": vocab.index.get(".", -1)},
+        input=InputSpec(
+            size=cfg.image.size,
+            channels=3,
+            mean=cfg.image.mean,
+            std=cfg.image.std,
+            color=COLOR,
+            resize=RESIZE,
+            max_views=cfg.max_views,
+            view_order=VIEW_ORDER[: cfg.max_views],
+        ),
+        decoder=DecoderSpec(
+            max_len=cfg.text.max_len,
+            hidden_size=cfg.decoder.hidden,
+            positions_per_view=positions,
+            feature_dim=cfg.encoder.feature_dim,
+            attention_positions=cfg.max_views * positions,
+            vocab_size=len(vocab),
+            step_batch=step_batch,
+        ),
+        special=vocab.special_ids(),
         runtime={
             "tflite_runtime_2_14": mode.tflite_runtime_214,
             "oldest": "tflite-runtime 2.14.0" if mode.tflite_runtime_214 else f"ai-edge-litert {litert}",
@@ -82,5 +123,6 @@ def build_manifest(out: Path, mode: Mode, cfg: Config, vocab: Vocabulary, files:
             "converted_with": f"tensorflow {_version('tensorflow-cpu') or _version('tensorflow')}",
             "note": mode.note,
         },
-        source=source, calibration=calibration,
+        source=source,
+        calibration=calibration,
     )

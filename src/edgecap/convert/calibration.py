@@ -6,7 +6,7 @@ inputs exist. Decoder inputs: the (token, h, c, features, mask) of every step th
 the runtime's own decode loop (runtime.decoding, beam 3) writes reports for those studies (real and
 augmented), so the int8 ranges are those of real decoding, not noise.
 
-    cal = collect(reference, studies, cfg, samples=200, seed=42)
+    cal = collect(reference, studies, cfg, samples=200, seed=42)   # reference: training.keras_step.KerasBundle
     cal.encoder_dataset()   # -> iterator of {"image": (1, S, S, 3)}
     cal.decoder_dataset(3)  # -> iterator of {"token", "h", "c", "features", "mask"} (rows repeated to 3)
     cal.facts               # what goes into manifest["calibration"]
@@ -23,9 +23,10 @@ import numpy as np
 
 from edgecap.config import Config
 from edgecap.convert.sources import ImageStudy
-from edgecap.runtime.decoding import SpecialIds, decode
-from edgecap.runtime.study import fuse_views
+from edgecap.runtime.captioner import ReportModel
+from edgecap.runtime.decoding import SpecialIds, StepModel, decode
 from edgecap.runtime.preprocess import ImageError, normalize, read_image, resize_square, to_gray
+from edgecap.runtime.study import encode_study
 from edgecap.training.augment import AUGMENT_IMPL, AugmentConfig, augment
 
 SMALL_ENCODER_SAMPLES = 100  # fewer encoder samples than this: warn
@@ -36,7 +37,7 @@ CALIBRATION_BEAM = 3
 class RecordingStep:
     """runtime.decoding.StepModel that passes every call to `inner` and keeps each row's inputs and logits."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: StepModel):
         self.inner, self.hidden_size = inner, inner.hidden_size
         self.rows: list[tuple] = []  # (token, h (H,), c (H,), study index, logits (V,))
         self.study = -1
@@ -44,8 +45,15 @@ class RecordingStep:
     def step(self, tokens, h, c, features, mask):
         out = self.inner.step(tokens, h, c, features, mask)
         for b in range(len(tokens)):
-            self.rows.append((int(tokens[b]), np.array(h[b], np.float32), np.array(c[b], np.float32), self.study,
-                              np.array(out[0][b], np.float32)))
+            self.rows.append(
+                (
+                    int(tokens[b]),
+                    np.array(h[b], np.float32),
+                    np.array(c[b], np.float32),
+                    self.study,
+                    np.array(out[0][b], np.float32),
+                )
+            )
         return out
 
 
@@ -66,15 +74,21 @@ class DecoderSteps:
 
     def row(self, i: int) -> dict[str, np.ndarray]:
         s = self.study[i]
-        return {"token": self.tokens[i:i + 1], "h": self.h[i:i + 1], "c": self.c[i:i + 1],
-                "features": self.features[s][None], "mask": self.masks[s][None]}
+        return {
+            "token": self.tokens[i : i + 1],
+            "h": self.h[i : i + 1],
+            "c": self.c[i : i + 1],
+            "features": self.features[s][None],
+            "mask": self.masks[s][None],
+        }
 
     def subset(self, n: int, seed: int) -> "DecoderSteps":
         if len(self) <= n:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return DecoderSteps(self.tokens[idx], self.h[idx], self.c[idx], self.study[idx], self.logits[idx],
-                            self.features, self.masks)
+        return DecoderSteps(
+            self.tokens[idx], self.h[idx], self.c[idx], self.study[idx], self.logits[idx], self.features, self.masks
+        )
 
     @classmethod
     def from_recorder(cls, rec: RecordingStep, features: list, masks: list) -> "DecoderSteps":
@@ -82,8 +96,9 @@ class DecoderSteps:
         return cls(np.array(tok, np.int32), np.stack(h), np.stack(c), np.array(st), np.stack(lg), features, masks)
 
 
-def record_decoding(reference, fused, special: SpecialIds, max_len: int, beams: tuple[int, ...],
-                    max_rows: int | None = None) -> tuple[DecoderSteps, list[dict[int, list[int]]]]:
+def record_decoding(
+    reference: StepModel, fused, special: SpecialIds, max_len: int, beams: tuple[int, ...], max_rows: int | None = None
+) -> tuple[DecoderSteps, list[dict[int, list[int]]]]:
     """Decode each (features (N, D), mask (N,)) of the iterable `fused` with the runtime loop over
     `reference`, once per beam size; stop after the study during which max_rows rows were reached.
     -> recorded steps, and per decoded study {beam: token ids}."""
@@ -159,12 +174,19 @@ def readable_studies(studies: list[ImageStudy], prep: ImagePrep) -> tuple[list[I
     return kept, problems
 
 
-def collect(reference, studies: list[ImageStudy], cfg: Config, special: SpecialIds, samples: int, seed: int,
-            max_decoder_samples: int = 2000, source: str = "") -> Calibration:
+def collect(
+    reference: ReportModel,
+    studies: list[ImageStudy],
+    cfg: Config,
+    samples: int,
+    seed: int,
+    max_decoder_samples: int = 2000,
+    source: str = "",
+) -> Calibration:
     """Encoder inputs (real + augmented) and recorded decoder steps for int8 calibration.
 
     Args:
-        reference: training.keras_step.KerasCaptioner (encode + StepModel).
+        reference: training.keras_step.KerasBundle (encoder, decoder step, special ids, max_len).
         studies: real studies (calibration pool).
         samples: encoder inputs wanted; studies are taken plain first, then augmented variants in turn.
         max_decoder_samples: recorded decoder rows kept (a seeded random subset).
@@ -182,27 +204,32 @@ def collect(reference, studies: list[ImageStudy], cfg: Config, special: SpecialI
             present = [v for v in views if v is not None]
             images += present
             plain += len(present) if variant == 0 else 0
-            variants.append(views + [None] * (cfg.max_views - len(views)))
+            variants.append(views)
             if len(images) >= samples:
                 break
         variant += 1
 
     def fused():  # Keras features of the study variants, in a seeded order, encoded when decoded
         for i in np.random.default_rng(seed).permutation(len(variants)):
-            yield fuse_views([reference.encode(v) if v is not None else None for v in variants[i]], cfg.max_views)
+            yield encode_study(reference.encode, variants[i], reference.max_views)
 
     # decode until twice the rows needed are recorded, then keep a seeded random subset
-    steps, decoded = record_decoding(reference, fused(), special, cfg.text.max_len, (CALIBRATION_BEAM,),
-                                     max_rows=2 * max_decoder_samples)
+    steps, decoded = record_decoding(
+        reference, fused(), reference.special, reference.max_len, (CALIBRATION_BEAM,), max_rows=2 * max_decoder_samples
+    )
     kept = steps.subset(max_decoder_samples, seed)
     distinct = len({p for st in studies for p in st.views if p is not None})
     warnings = [f"unreadable calibration image skipped: {p}" for p in problems]
     if len(images) < SMALL_ENCODER_SAMPLES:
-        warnings.append(f"only {len(images)} encoder calibration samples (< {SMALL_ENCODER_SAMPLES}): "
-                        "int8 ranges may not cover real inputs; pass --samples and --calibration")
+        warnings.append(
+            f"only {len(images)} encoder calibration samples (< {SMALL_ENCODER_SAMPLES}): "
+            "int8 ranges may not cover real inputs; pass --samples and --calibration"
+        )
     if distinct < SMALL_REAL_IMAGES:
-        warnings.append(f"only {distinct} distinct real images (< {SMALL_REAL_IMAGES}); the other encoder samples are "
-                        "augmentations of them: calibrate on more real images (--calibration DATA_FOLDER)")
+        warnings.append(
+            f"only {distinct} distinct real images (< {SMALL_REAL_IMAGES}); the other encoder samples are "
+            "augmentations of them: calibrate on more real images (--calibration DATA_FOLDER)"
+        )
     facts = {
         "source": source,
         "real_images": distinct,
@@ -210,10 +237,14 @@ def collect(reference, studies: list[ImageStudy], cfg: Config, special: SpecialI
         "encoder_samples": len(images),
         "encoder_plain": plain,
         "encoder_augmented": len(images) - plain,
-        "augmentation": {**asdict(prep.aug), "seed": seed, "implementation": AUGMENT_IMPL,
-                         "preprocess": "runtime.preprocess then training.augment"},
+        "augmentation": {
+            **asdict(prep.aug),
+            "seed": seed,
+            "implementation": AUGMENT_IMPL,
+            "preprocess": "runtime.preprocess then training.augment",
+        },
         "decoder_decode": f"runtime.decoding beam {CALIBRATION_BEAM} over the Keras model, study variants in seeded "
-                          "random order; every row of every step recorded, then a seeded random subset kept",
+        "random order; every row of every step recorded, then a seeded random subset kept",
         "decoder_studies": len(decoded),
         "decoder_steps_recorded": len(steps),
         "decoder_samples": len(kept),

@@ -25,8 +25,7 @@ from edgecap.convert.modes import MODES, by_name
 from edgecap.convert.verify import tie_gap
 from edgecap.runtime.bundle import Bundle, sha256_file
 from edgecap.runtime.decoding import decode
-from edgecap.runtime.study import fuse_views
-from edgecap.runtime.preprocess import load
+from edgecap.runtime.study import encode_study_files
 
 COMPARE_BEAMS = (1, 3)
 
@@ -67,13 +66,25 @@ class Comparison:
     def rows(self) -> list[list[str]]:
         out = [["what", "A", "B", "same"]]
         for f in self.files:
-            out.append([f.part, f"{f.name_a} {f.sha256_a[:12]}", f"{f.name_b} {f.sha256_b[:12]}",
-                        "yes" if f.identical else "no"])
+            out.append(
+                [
+                    f.part,
+                    f"{f.name_a} {f.sha256_a[:12]}",
+                    f"{f.name_b} {f.sha256_b[:12]}",
+                    "yes" if f.identical else "no",
+                ]
+            )
         for beam in sorted({r["beam"] for r in self.reports}):
             rs = [r for r in self.reports if r["beam"] == beam]
             same, ties = sum(r["same"] for r in rs), sum(r["near_tie"] for r in rs)
-            out.append([f"reports, {'greedy' if beam == 1 else f'beam {beam}'}", f"{len(rs)} studies", "",
-                        f"{same}/{len(rs)}" + (f" + {ties} near tie" if ties else "")])
+            out.append(
+                [
+                    f"reports, {'greedy' if beam == 1 else f'beam {beam}'}",
+                    f"{len(rs)} studies",
+                    "",
+                    f"{same}/{len(rs)}" + (f" + {ties} near tie" if ties else ""),
+                ]
+            )
         return out
 
 
@@ -81,8 +92,12 @@ class Comparison:
 VOLATILE_MANIFEST_KEYS = ("created", "files", "verification")
 
 
-def compare_bundles(a: str | Path, b: str | Path, studies: Sequence[tuple[str, Sequence[Path | None]]],
-                    beams: Sequence[int] = COMPARE_BEAMS) -> Comparison:
+def compare_bundles(
+    a: str | Path,
+    b: str | Path,
+    studies: Sequence[tuple[str, Sequence[Path | None]]],
+    beams: Sequence[int] = COMPARE_BEAMS,
+) -> Comparison:
     """Compare bundle folders a and b: files by sha256, then the reports both write for each
     (study id, (frontal, lateral)) at each beam size. Raises runtime.bundle.BundleError for a bad bundle."""
     ba, bb = Bundle.load(a), Bundle.load(b)
@@ -90,27 +105,43 @@ def compare_bundles(a: str | Path, b: str | Path, studies: Sequence[tuple[str, S
     files = []
     for part in sorted(set(ma.files) | set(mb.files)):
         fa, fb = ma.files.get(part), mb.files.get(part)
-        files.append(FileComparison(part, fa.path if fa else "-", fb.path if fb else "-",
-                                    fa.sha256 if fa else "-", fb.sha256 if fb else "-"))
+        files.append(
+            FileComparison(
+                part, fa.path if fa else "-", fb.path if fb else "-", fa.sha256 if fa else "-", fb.sha256 if fb else "-"
+            )
+        )
     files.append(FileComparison("vocab", ma.vocab.path, mb.vocab.path, ma.vocab.sha256, mb.vocab.sha256))
-    files.append(FileComparison("manifest", "manifest.json", "manifest.json", sha256_file(Path(a) / "manifest.json"),
-                                sha256_file(Path(b) / "manifest.json")))
+    files.append(
+        FileComparison(
+            "manifest",
+            "manifest.json",
+            "manifest.json",
+            sha256_file(Path(a) / "manifest.json"),
+            sha256_file(Path(b) / "manifest.json"),
+        )
+    )
     da, db = ma.to_json(), mb.to_json()
     diff = sorted(k for k in set(da) | set(db) if k not in VOLATILE_MANIFEST_KEYS and da.get(k) != db.get(k))
     result = Comparison(files, manifest_differences=diff)
     margin = by_name(mb.mode).thresholds.tie_margin if mb.mode in MODES else 0.0
     for uid, views in studies:
-        feats = []
-        for bundle in (ba, bb):
-            encoded = [bundle.encode(load(p, bundle.image_size, bundle.mean, bundle.std)) if p is not None else None
-                       for p in views]
-            feats.append(fuse_views(encoded + [None] * (bundle.max_views - len(encoded)), bundle.max_views))
+        feats = [encode_study_files(bundle, views) for bundle in (ba, bb)]  # (features (N, D), mask (N,)) each
         for beam in beams:
-            ids = [decode(bundle, f, m, bundle.special, bundle.max_len, beam=beam).ids
-                   for bundle, (f, m) in zip((ba, bb), feats)]
+            ids = [
+                decode(bundle, f, m, bundle.special, bundle.max_len, beam=beam).ids
+                for bundle, (f, m) in zip((ba, bb), feats)
+            ]
             same = ids[0] == ids[1]
             gap = None if same else tie_gap(ba, bb, feats[0], feats[1], ba.special, ids[0], ids[1], beam)
-            result.reports.append({"study": uid, "beam": beam, "same": same,
-                                   "tie_gap": gap, "near_tie": gap is not None and gap < margin,
-                                   "a": ba.vocab.render(ids[0]), "b": bb.vocab.render(ids[1])})
+            result.reports.append(
+                {
+                    "study": uid,
+                    "beam": beam,
+                    "same": same,
+                    "tie_gap": gap,
+                    "near_tie": gap is not None and gap < margin,
+                    "a": ba.vocab.render(ids[0]),
+                    "b": bb.vocab.render(ids[1]),
+                }
+            )
     return result

@@ -1,4 +1,4 @@
-"""Keras export views -> .tflite bytes, builtin ops only (TOOLCHAIN.md, "Exporting an LSTM decoder").
+"""Keras export views -> .tflite bytes, builtin ops only (docs/toolchain.md, "Exporting the LSTM decoder").
 
     parts = export_views(model)                      # {"encoder": keras.Model, "decoder_step": keras.Model}
     data = convert_model(parts["decoder_step"], "int8", representative=lambda: iter(dicts))
@@ -36,8 +36,12 @@ def export_views(model: CaptionModel, step_batch: int = 1) -> dict[str, keras.Mo
     return {"encoder": encoder, "decoder_step": model.step_model(step_batch)}
 
 
-def convert_model(model: keras.Model, precision: str,
-                  representative: Callable[[], Iterator[dict]] | None = None, float_ops: tuple[str, ...] = ()) -> bytes:
+def convert_model(
+    model: keras.Model,
+    precision: str,
+    representative: Callable[[], Iterator[dict]] | None = None,
+    float_ops: tuple[str, ...] = (),
+) -> bytes:
     """One Keras model -> .tflite bytes.
 
     Args:
@@ -60,7 +64,7 @@ def convert_model(model: keras.Model, precision: str,
             raise ValueError("int8 needs a representative dataset")
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.representative_dataset = representative
-        # inputs and outputs stay float32: int8 h / c would need re-quantising between steps (TOOLCHAIN.md)
+        # inputs and outputs stay float32: int8 h / c would need re-quantising between steps (docs/toolchain.md)
         conv.inference_input_type = conv.inference_output_type = tf.float32
     elif float_ops:
         raise ValueError("float_ops needs precision int8")
@@ -78,6 +82,7 @@ def _selective_int8(conv, representative, float_ops: tuple[str, ...]) -> bytes:
     """Calibrate as usual, then quantize every operator except the types in float_ops (float32 I/O)."""
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # float kernels allowed for float_ops
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative,
-                                                         debug_options=options)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=representative, debug_options=options
+    )
     return bytes(debugger.get_nondebug_quantized_model())

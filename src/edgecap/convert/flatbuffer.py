@@ -8,7 +8,7 @@ TensorFlow). The converter stores the list in the manifest, so a device never ne
 from __future__ import annotations
 
 # Operators an edge bundle must not contain: Flex (TensorFlow kernels, no runtime here can run them),
-# custom ops (need registration), control flow (the LSTM must be exported as one step, TOOLCHAIN.md).
+# custom ops (need registration), control flow (the LSTM must be exported as one step, docs/toolchain.md).
 FORBIDDEN = ("WHILE", "IF", "CALL_ONCE", "CUSTOM")
 
 

@@ -71,63 +71,103 @@ class Mode:
         return asdict(self)
 
 
-# Reports: float32 and float16 must be token-identical (tie_margin 0). int8 and dynamic carry logit errors of
-# ~0.3-0.6 nats (99th percentile over real steps), so where Keras's own choice is closer than that, either
-# report is within conversion noise. A different report counts as matching, listed as a near tie, when
-# (greedy) Keras preferred its token to the bundle's by < 0.5 nats (< 1.65 : 1) at the first difference,
-# or (beam) the bundle's own model does not prefer its report to Keras's by 0.5 nats or more: pruning took
-# another path. Measured cases: the tiny model's greedy report of a study it never trained on (uid 2779,
-# 0.22 nats); the 80-epoch edge model's beam-3 report of uid 79, where trigram blocking forbids the
-# memorised report and the bundle itself rates Keras's report 16 nats above the one its beam kept.
-# Stage errors (encoder: relative L2 error of the feature map; decoder: max abs logit error / max abs logit):
-# float32 differs from Keras only by operation order;
-# float16 rounds weights to 11 significant bits (~5e-4 relative per weight), which accumulates over the
-# encoder's 16 blocks to 1-1.7 % feature-map error on EfficientNet-Lite0 (measured), 0.02 % on the tiny CNN.
-# The bounds of quantized parts are loose on purpose: they catch a broken conversion (a zero or scrambled
-# output has relative error >= 1), while agreement of the reports on real images is the test that matters.
-# EfficientNet-Lite0 measured: dynamic-range encoder 0.18-0.27, int8 encoder 0.34-0.48; int8 decoder logits
-# 0.01-0.06.
-_EXACT = dict(min_identical=1.0, tie_margin=0.0)
+# Report thresholds. float32 and float16 must give token-identical reports (tie_margin 0). int8 and dynamic
+# parts carry logit errors of ~0.3-0.6 nats (99th percentile over real decoder steps), so where Keras's own
+# choice is closer than that, either report is within conversion noise. Such a different report counts as
+# matching, listed as a near tie, when
+#   greedy: Keras preferred its token to the bundle's by < 0.5 nats (odds < 1.65 : 1) at the first difference;
+#   beam:   the bundle's own model does not prefer its report to Keras's by 0.5 nats or more, i.e. pruning
+#           took another path, not the converted model's preference.
+# Both rules cover real cases: the tiny model's greedy report of a study it never trained on (uid 2779, a gap
+# of 0.22 nats), and the 80-epoch edge model's beam-3 report of uid 79, where trigram blocking forbids the
+# memorised report and the bundle itself rates Keras's report 16 nats above the one its beam keeps.
+#
+# Stage thresholds (encoder: relative L2 error of the feature map; decoder: max abs logit error / max abs
+# logit). float32 differs from Keras only by the order of floating-point operations. float16 rounds weights to
+# 11 significant bits (~5e-4 relative per weight), which adds up over the encoder's 16 blocks to a 1-1.7 %
+# feature-map error on EfficientNet-Lite0 and 0.02 % on the tiny CNN. The bounds of quantized parts are loose
+# on purpose: they catch a broken conversion (a zero or scrambled output has relative error >= 1), while the
+# agreement of the reports on real images is the test that matters. Typical values on EfficientNet-Lite0:
+# dynamic-range encoder 0.18-0.27, int8 encoder 0.34-0.48; int8 decoder logits 0.01-0.06.
+_EXACT = {"min_identical": 1.0, "tie_margin": 0.0}
 DECODER_FLOAT_OPS = ("SOFTMAX", "MUL", "SUM", "DIV", "ADD", "TANH", "LOGISTIC", "RESHAPE")
-MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode("float32", "--float32", "float32", Part("float32"), Part("float32"),
-         Thresholds(**_EXACT, max_feature_error=1e-4, max_logit_error=1e-4), True,
-         "reference conversion: only the order of floating-point operations differs from Keras"),
-    Mode("float16", "--float16", "float16", Part("float16"), Part("float16"),
-         Thresholds(**_EXACT, max_feature_error=5e-2, max_logit_error=2e-2), True,
-         "half the size of float32 at float32 speed; must give the same reports as Keras"),
-    # Dynamic range: the same 8-bit weight rounding as full int8, so the same bar as int8. It cannot be held
-    # to token identity: the hybrid kernels quantise activations per call, which can flip near-ties between
-    # two next tokens. It is not held to less than int8 either: its activations stay float, so its drift is
-    # at most int8's.
-    Mode("dynamic", "--dynamic", "dynamic", Part("dynamic"), Part("dynamic"),
-         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25), False,
-         "int8 weights, float activations, no calibration; TF 2.21 writes FULLY_CONNECTED v12 / CONV_2D v5, "
-         "which tflite-runtime 2.14 cannot load"),
-    # int8 decoder (both int8 modes): the matrix products (FULLY_CONNECTED: attention query, LSTM kernels,
-    # output projection, ~95 % of the weights) and the embedding lookup run in int8; the element-wise math
-    # stays float32. Measured on the tiny model over 1,745 real decoder steps: all-int8, LiteRT stops with
-    # "div.cc: data[i] != zero_point" on 20 steps (int8 softmax over N positions rounds each weight to a
-    # multiple of 1/256, then the mask renormalisation a / sum(a) divides by a sum rounded to zero) and top-1
-    # agreement is 94.7 %; attention ops in float32: no failure, 98.8 %, one greedy report differs; all of
-    # DECODER_FLOAT_OPS in float32: 99.5 %, reports identical, same file size, 3-4x faster than float32.
-    #
-    # int8 encoder: EfficientNet-Lite0 in full int8 drifts (feature-map error 0.34 relative on the 80-epoch
-    # edge model; TOOLCHAIN.md: pooled cosine down to 0.945), and it changed 2 of 11 beam-3 reports there
-    # beyond near ties (both pipelines' encoders: with Keras's features, the int8 decoder alone changed
-    # none). A float16 encoder (error 0.01) with the int8 decoder changed none, on the 3- and 80-epoch edge
-    # models. So `int8` is that mix; the encoder costs ~2x the time of an int8 one (~5 ms a view on 2 cores,
-    # the decoder's ~60 steps dominate a report) and 7.4 MB instead of 4.3 MB. `int8-full` keeps the
-    # all-int8 encoder for models whose verification it passes (the tiny one does).
-    Mode("int8", "--int8", "int8", Part("float16"), Part("int8", DECODER_FLOAT_OPS),
-         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.05, max_logit_error=0.25), True,
-         "float16 encoder + int8 decoder (matrix products int8, element-wise math float32), the decoder "
-         "calibrated on steps recorded while Keras decodes real and augmented images; float32 inputs and outputs"),
-    Mode("int8-full", "--int8-full", "int8full", Part("int8"), Part("int8", DECODER_FLOAT_OPS),
-         Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25), True,
-         "int8 encoder (calibrated on real and augmented images) + the int8 decoder of mode int8: smallest and "
-         "fastest, but EfficientNet-Lite0 drifts in int8; use it only where verification passes"),
-)}
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode(
+            "float32",
+            "--float32",
+            "float32",
+            Part("float32"),
+            Part("float32"),
+            Thresholds(**_EXACT, max_feature_error=1e-4, max_logit_error=1e-4),
+            True,
+            "reference conversion: only the order of floating-point operations differs from Keras",
+        ),
+        Mode(
+            "float16",
+            "--float16",
+            "float16",
+            Part("float16"),
+            Part("float16"),
+            Thresholds(**_EXACT, max_feature_error=5e-2, max_logit_error=2e-2),
+            True,
+            "half the size of float32 at float32 speed; must give the same reports as Keras",
+        ),
+        # Dynamic range: the same 8-bit weight rounding as full int8, hence the same bar as int8. Not token
+        # identity: the hybrid kernels quantise activations per call, which can flip a near tie between two next
+        # tokens. Not a lower bar than int8 either: its activations stay float, so its drift is at most int8's.
+        Mode(
+            "dynamic",
+            "--dynamic",
+            "dynamic",
+            Part("dynamic"),
+            Part("dynamic"),
+            Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25),
+            False,
+            "int8 weights, float activations, no calibration; TF 2.21 writes FULLY_CONNECTED v12 / CONV_2D v5, "
+            "which tflite-runtime 2.14 cannot load",
+        ),
+        # int8 decoder (both int8 modes): the matrix products (FULLY_CONNECTED: attention query, LSTM kernels,
+        # output projection, ~95 % of the weights) and the embedding lookup run in int8; the element-wise math
+        # (DECODER_FLOAT_OPS) stays float32. Why: in an all-int8 step, the softmax over N positions rounds each
+        # weight to a multiple of 1/256, and the mask renormalisation a / sum(a) can then divide by a sum rounded
+        # to zero: LiteRT stops with "div.cc: data[i] != zero_point" (20 of 1,745 real steps of the tiny model),
+        # and top-1 agreement is 94.7 %. With the attention ops in float32 there is no failure, 98.8 % agreement
+        # and one greedy report differs; with all of DECODER_FLOAT_OPS in float32, 99.5 % and identical reports,
+        # at the same file size and 3-4x the speed of float32.
+        #
+        # int8 encoder: EfficientNet-Lite0 drifts in full int8 (feature-map error 0.34 relative on the 80-epoch
+        # edge model; pooled cosine to the float features down to 0.945, docs/toolchain.md) and changes 2 of 11
+        # beam-3 reports of that model beyond near ties, while the int8 decoder alone, on Keras's features,
+        # changes none. A float16 encoder (error 0.01) with the int8 decoder changes none, on the 3- and 80-epoch
+        # edge models. So `int8` is that mix: its encoder takes ~2x the time of an int8 one (~5 ms a view on 2
+        # cores; the decoder's ~60 steps dominate a report) and 7.4 MB instead of 4.3 MB. `int8-full` keeps the
+        # all-int8 encoder for models whose verification it passes (the tiny one does).
+        Mode(
+            "int8",
+            "--int8",
+            "int8",
+            Part("float16"),
+            Part("int8", DECODER_FLOAT_OPS),
+            Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.05, max_logit_error=0.25),
+            True,
+            "float16 encoder + int8 decoder (matrix products int8, element-wise math float32), the decoder "
+            "calibrated on steps recorded while Keras decodes real and augmented images; float32 inputs and outputs",
+        ),
+        Mode(
+            "int8-full",
+            "--int8-full",
+            "int8full",
+            Part("int8"),
+            Part("int8", DECODER_FLOAT_OPS),
+            Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25),
+            True,
+            "int8 encoder (calibrated on real and augmented images) + the int8 decoder of mode int8: smallest and "
+            "fastest, but EfficientNet-Lite0 drifts in int8; use it only where verification passes",
+        ),
+    )
+}
 
 
 def by_name(name: str) -> Mode:
@@ -139,12 +179,23 @@ def by_name(name: str) -> Mode:
 
 def table_rows() -> list[list[str]]:
     """One row per mode, for help texts and reports."""
-    rows = [["mode", "flag", "encoder", "decoder", "identical >=", "feature err <=", "logit err <=",
-             "tflite-runtime 2.14"]]
+    rows = [
+        ["mode", "flag", "encoder", "decoder", "identical >=", "feature err <=", "logit err <=", "tflite-runtime 2.14"]
+    ]
     for m in MODES.values():
         t = m.thresholds
-        rows.append([m.name, m.flag, _describe(m.encoder), _describe(m.decoder), f"{t.min_identical:.0%}",
-                     f"{t.max_feature_error:g}", f"{t.max_logit_error:g}", "yes" if m.tflite_runtime_214 else "no"])
+        rows.append(
+            [
+                m.name,
+                m.flag,
+                _describe(m.encoder),
+                _describe(m.decoder),
+                f"{t.min_identical:.0%}",
+                f"{t.max_feature_error:g}",
+                f"{t.max_logit_error:g}",
+                "yes" if m.tflite_runtime_214 else "no",
+            ]
+        )
     return rows
 
 

@@ -1,31 +1,53 @@
 """Run directory -> verified bundle folder, one mode (convert.modes) at a time.
 
-    result = convert_run("runs/demo", "bundles/demo", "int8")
+    result = convert_run("runs/demo", "bundles/demo", "int8")                 # the defaults of `edgecap convert`
+    result = convert_run(run, out, "int8", ConvertOptions(samples=400))       # or settings by keyword:
+    result = convert_run(run, out, "float32", verify_studies=3, log=print)
     result.passed, result.manifest.verification
 
-Steps: rebuild the Keras model from the run -> (int8 parts) collect real calibration data -> convert each
-part -> check its ops -> write files, vocab.json, manifest.json -> load the bundle as a device does
-(runtime.bundle.Bundle) -> verify against Keras on real images -> write the verification into the manifest.
-The manifest is written even when verification fails, so the failure can be inspected. Needs TensorFlow.
+Stages, each a function below, the run opened once (training.run_dir.RunDir) and passed along:
+
+    load         the run's config, vocabulary and Keras model, behind the runtime's protocols (KerasBundle)
+    sources      real studies to verify on (the run's own data first) and to calibrate on
+    calibration  int8 parts only: real + augmented images, decoder steps recorded while Keras decodes them
+    export       each part converted (convert.export), its ops checked, written as a .tflite file
+    manifest     vocab.json and manifest.json (convert.bundle_writer), the source run's weights hashed
+    verify       the bundle loaded as a device loads it (runtime.bundle.Bundle), compared with Keras on real
+                 images (convert.verify); the result written into the manifest
+
+The manifest is written before verification and again with its result, so a failure can be inspected.
+Needs TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 from edgecap.convert.modes import Mode, by_name
+from edgecap.runtime.decoding import DEFAULT_BEAM
 from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
+from edgecap.training.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from edgecap.config import Config
+    from edgecap.convert.calibration import Calibration
+    from edgecap.convert.sources import ImageStudy, Source
+    from edgecap.runtime.manifest import ModelFile
+    from edgecap.runtime.vocab import Vocabulary
+    from edgecap.training.keras_step import KerasBundle
+    from edgecap.training.model import CaptionModel
 
 DEFAULT_SAMPLES = 200  # calibration images (real first, then augmentations): encoder inputs, decoded by Keras
 DECODER_SAMPLES = 2000  # recorded decoder steps used to calibrate an int8 decoder
 VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
-# Rows of the decoder step model: one call advances a whole beam of this size (the caption default, beam 3);
-# a smaller batch is padded, a larger beam takes several calls (runtime.bundle.Bundle.step).
-STEP_BATCH = 3
+# Rows of the decoder step model (the manifest's decoder.step_batch): one call advances a whole beam of the
+# caption default's size; a smaller batch is padded, a larger beam takes several calls (runtime.bundle.Bundle.step).
+STEP_BATCH = DEFAULT_BEAM
 
 
 def pin_to_one_cpu() -> None:
@@ -47,6 +69,26 @@ class ConvertError(ValueError):
     """Bad inputs to a conversion (not a run directory, no images): a usage error."""
 
 
+@dataclass(frozen=True)
+class ConvertOptions:
+    """The settings of one conversion besides run, output folder and mode (the flags of `edgecap convert`)."""
+
+    calibration: str | Path | None = None  # int8: an IU X-Ray folder or a folder of images; None: the run's data
+    samples: int = DEFAULT_SAMPLES  # calibration images, real first, then augmented
+    decoder_samples: int = DECODER_SAMPLES  # recorded decoder steps kept to calibrate an int8 decoder
+    verify_studies: int = VERIFY_STUDIES  # studies whose reports are compared with Keras's
+    num_threads: int | None = None  # interpreter threads for verification (None: the interpreter's default)
+    notice: str = DEFAULT_NOTICE  # the manifest's notice, shown by every front end
+    step_batch: int = STEP_BATCH  # rows of the decoder step file
+
+    def check(self) -> None:
+        """Raises ConvertError for a setting no conversion can use."""
+        if self.samples < 1:
+            raise ConvertError("--samples must be at least 1")
+        if self.step_batch < 1:
+            raise ConvertError("--step-batch must be at least 1")
+
+
 @dataclass
 class ConvertResult:
     out: Path
@@ -56,73 +98,132 @@ class ConvertResult:
     seconds: float
 
 
-def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | Path | None = None,
-                samples: int = DEFAULT_SAMPLES, decoder_samples: int = DECODER_SAMPLES,
-                verify_studies: int = VERIFY_STUDIES, num_threads: int | None = None, notice: str = DEFAULT_NOTICE,
-                log: Callable[[str], None] = print, step_batch: int = STEP_BATCH) -> ConvertResult:
-    """Convert and verify one mode. Raises ConvertError (bad inputs), convert.export.ConversionError (the
-    converter failed or wrote forbidden ops). Verification failing is not an exception: result.passed."""
-    from edgecap.convert import calibration as cal
-    from edgecap.convert.bundle_writer import build_manifest, write_model
-    from edgecap.convert.export import ConversionError, convert_model, export_views
-    from edgecap.convert.flatbuffer import op_problems
-    from edgecap.convert.sources import SourceError, choose, find_studies, run_source
-    from edgecap.convert.verify import verify
-    from edgecap.runtime.bundle import Bundle, sha256_file
-    from edgecap.runtime.decoding import SpecialIds
-    from edgecap.resources import portable_path
-    from edgecap.training.keras_step import KerasCaptioner
-    from edgecap.training.run_dir import RunDir, load_model
+@dataclass
+class Reference:
+    """Stage load: the run and the Keras model the bundle is made from and verified against."""
 
+    run: RunDir
+    cfg: Config
+    vocab: Vocabulary
+    model: CaptionModel
+    keras: KerasBundle  # the model behind the runtime's protocols (training.keras_step)
+
+
+@dataclass
+class Studies:
+    """Stage sources: where real images come from, and the readable studies verification decodes."""
+
+    verify_pool: Source
+    calibration_pool: Source
+    checked: list[ImageStudy]
+
+
+def convert_run(
+    run: str | Path | RunDir,
+    out: str | Path,
+    mode: str,
+    options: ConvertOptions | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    **settings: Any,
+) -> ConvertResult:
+    """Convert and verify one mode. `settings` are ConvertOptions fields by name (samples=, verify_studies=,
+    step_batch=, ...), applied over `options`. Raises ConvertError (bad inputs), convert.export.ConversionError
+    (the converter failed or wrote forbidden ops). Verification failing is not an exception: result.passed."""
     t0 = time.time()
     m = by_name(mode)
-    if samples < 1:
-        raise ConvertError("--samples must be at least 1")
-    if step_batch < 1:
-        raise ConvertError("--step-batch must be at least 1")
+    opts = replace(options or ConvertOptions(), **settings)
+    opts.check()
+    out = Path(out)
+    ref = load(RunDir.of(run))
+    studies = sources(ref, opts, log)
+    calib, facts = calibrate(ref, studies, m, opts, out, log)
+    files = export(ref, m, calib, opts.step_batch, out, log)
+    manifest = write_manifest(ref, m, files, facts, opts, out)
+    manifest.verification = verify_bundle(ref, studies, m, opts, out, log)
+    manifest.save(out)
+    return ConvertResult(out, m, manifest, manifest.verification["passed"], time.time() - t0)
+
+
+def load(run: RunDir) -> Reference:
+    """The run's config, vocabulary and Keras model (ConvertError when `run` is not a run directory)."""
+    from edgecap.training.keras_step import KerasBundle
+    from edgecap.training.run_dir import load_model
+
     try:
         cfg, vocab, model = load_model(run)
     except FileNotFoundError as e:
         raise ConvertError(str(e)) from None
-    reference = KerasCaptioner(model)
-    special = SpecialIds.from_vocab(vocab)
-    seed = cfg.train.seed
+    return Reference(run, cfg, vocab, model, KerasBundle(model, vocab, run.root))
+
+
+def sources(ref: Reference, opts: ConvertOptions, log: Callable[[str], None]) -> Studies:
+    """Verification studies from the run's data (held-out splits first), readable ones only; the calibration
+    pool (opts.calibration, else the same data)."""
+    from edgecap.convert.calibration import ImagePrep, readable_studies
+    from edgecap.convert.sources import SourceError, choose, find_studies, run_source
+
+    max_views, seed = ref.cfg.max_views, ref.cfg.train.seed
     try:
-        verify_pool = run_source(run, cfg.max_views)
-        cal_pool = find_studies(calibration, cfg.max_views) if calibration else verify_pool
+        verify_pool = run_source(ref.run, max_views)
+        cal_pool = find_studies(opts.calibration, max_views) if opts.calibration else verify_pool
     except SourceError as e:
         raise ConvertError(str(e)) from None
-    prep = cal.ImagePrep(cfg, seed)
-    picked = choose(verify_pool.studies, verify_studies, ("test", "val", "train"), seed)  # held-out splits first
-    checked, problems = cal.readable_studies(picked, prep)
+    picked = choose(verify_pool.studies, opts.verify_studies, ("test", "val", "train"), seed)
+    checked, problems = readable_studies(picked, ImagePrep(ref.cfg, seed))
     for p in problems:
         log(f"warning: unreadable verification image skipped: {p}")
     if not checked:
         raise ConvertError(f"{verify_pool.describe()}: no readable image to verify the bundle on")
+    return Studies(verify_pool, cal_pool, checked)
 
-    calib, facts = None, None
-    if m.needs_calibration:
-        log(f"calibration: {samples} images (real, then augmented) from {cal_pool.describe()}")
-        cal_studies = choose(cal_pool.studies, samples, ("train", "val", "test"), seed)
-        try:
-            calib = cal.collect(reference, cal_studies, cfg, special, samples, seed, decoder_samples,
-                                source=cal_pool.describe(Path(out)))
-        except ValueError as e:
-            raise ConvertError(str(e)) from None
-        cal_images = {p.resolve() for s in cal_studies for p in s.views if p is not None}
-        facts = {**calib.facts, "source_kind": cal_pool.kind,
-                 "verification_images_also_in_calibration": len(
-                     {p.resolve() for s in checked for p in s.views if p is not None} & cal_images)}
-        for w in facts["warnings"]:
-            log(f"warning: {w}")
 
-    out = Path(out)
+def calibrate(
+    ref: Reference, studies: Studies, m: Mode, opts: ConvertOptions, out: Path, log: Callable[[str], None]
+) -> tuple[Calibration | None, dict | None]:
+    """int8 parts: calibration data and the manifest's "calibration" facts; (None, None) for other modes."""
+    from edgecap.convert.calibration import collect
+    from edgecap.convert.sources import choose
+
+    if not m.needs_calibration:
+        return None, None
+    pool, seed = studies.calibration_pool, ref.cfg.train.seed
+    log(f"calibration: {opts.samples} images (real, then augmented) from {pool.describe()}")
+    cal_studies = choose(pool.studies, opts.samples, ("train", "val", "test"), seed)
+    try:
+        calib = collect(
+            ref.keras, cal_studies, ref.cfg, opts.samples, seed, opts.decoder_samples, source=pool.describe(out)
+        )
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    cal_images = {p.resolve() for s in cal_studies for p in s.views if p is not None}
+    facts = {
+        **calib.facts,
+        "source_kind": pool.kind,
+        "verification_images_also_in_calibration": len(
+            {p.resolve() for s in studies.checked for p in s.views if p is not None} & cal_images
+        ),
+    }
+    for w in facts["warnings"]:
+        log(f"warning: {w}")
+    return calib, facts
+
+
+def export(
+    ref: Reference, m: Mode, calib: Calibration | None, step_batch: int, out: Path, log: Callable[[str], None]
+) -> dict[str, ModelFile]:
+    """Each part converted at its mode's precision (int8 parts on `calib`), its ops checked, written to out."""
+    from edgecap.convert.bundle_writer import write_model
+    from edgecap.convert.export import ConversionError, convert_model, export_views
+    from edgecap.convert.flatbuffer import op_problems
+
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for part, keras_model in export_views(model, step_batch).items():
+    for part, keras_model in export_views(ref.model, step_batch).items():
         setting = m.part(part)
         rep = None
         if setting.precision == "int8":
+            assert calib is not None  # m.needs_calibration
             rep = calib.encoder_dataset if part == "encoder" else (lambda: calib.decoder_dataset(step_batch))
         kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
         log(f"converting {part} ({setting.precision}{kept})")
@@ -131,16 +232,50 @@ def convert_run(run: str | Path, out: str | Path, mode: str, calibration: str | 
         bad = op_problems(files[part].op_versions)
         if bad:
             raise ConversionError(f"{part}: {'; '.join(bad)}")
-    rd = RunDir(run)
-    weights = rd.best if rd.best.is_file() else rd.head  # head.weights.npz: frozen pretrained backbone
-    source = {"run": portable_path(run, out), "config_hash": cfg.model_hash(), "config": cfg.to_dict(),
-              "weights": weights.name, "weights_sha256": sha256_file(weights)}
-    manifest = build_manifest(out, m, cfg, vocab, files, model.positions, source, facts, notice)
-    manifest.save(out)
+    return files
 
-    bundle = Bundle.load(out, num_threads)
-    log(f"verifying on {len(checked)} studies of {verify_pool.describe()} ({bundle.interpreter_name})")
-    manifest.verification = verify(bundle, reference, checked, m.thresholds, seed)
-    manifest.verification["source"] = verify_pool.describe(out)
+
+def write_manifest(
+    ref: Reference, m: Mode, files: dict[str, ModelFile], calibration: dict | None, opts: ConvertOptions, out: Path
+) -> Manifest:
+    """vocab.json and manifest.json (no verification yet), naming the run and hashing its weights."""
+    from edgecap.convert.bundle_writer import build_manifest
+    from edgecap.resources import portable_path
+    from edgecap.runtime.bundle import sha256_file
+
+    weights = ref.run.trained_weights  # head.weights.npz: a frozen pretrained backbone
+    source = {
+        "run": portable_path(ref.run.root, out),
+        "config_hash": ref.cfg.model_hash(),
+        "config": ref.cfg.to_dict(),
+        "weights": weights.name,
+        "weights_sha256": sha256_file(weights),
+    }
+    manifest = build_manifest(
+        out,
+        m,
+        ref.cfg,
+        ref.vocab,
+        files,
+        source,
+        calibration,
+        opts.notice,
+        positions=ref.model.positions,
+        step_batch=opts.step_batch,
+    )
     manifest.save(out)
-    return ConvertResult(out, m, manifest, manifest.verification["passed"], time.time() - t0)
+    return manifest
+
+
+def verify_bundle(
+    ref: Reference, studies: Studies, m: Mode, opts: ConvertOptions, out: Path, log: Callable[[str], None]
+) -> dict:
+    """The bundle in `out`, loaded as a device loads it, against Keras -> the manifest's "verification"."""
+    from edgecap.convert.verify import verify
+    from edgecap.runtime.bundle import Bundle
+
+    bundle = Bundle.load(out, opts.num_threads)
+    log(f"verifying on {len(studies.checked)} studies of {studies.verify_pool.describe()} ({bundle.interpreter_name})")
+    verification = verify(bundle, ref.keras, studies.checked, m.thresholds, ref.cfg.train.seed)
+    verification["source"] = studies.verify_pool.describe(out)
+    return verification

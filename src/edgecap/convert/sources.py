@@ -18,7 +18,6 @@ from edgecap.runtime.formats import IMAGE_SUFFIXES, is_image_name
 from edgecap.training.run_dir import RunDir
 
 
-
 class SourceError(ValueError):
     """A path that holds no usable images."""
 
@@ -66,9 +65,9 @@ def find_studies(path: str | Path, max_views: int, splits: dict[str, str] | None
     return Source(path, "image-folder", tuple(ImageStudy(p.stem, (p,) + (None,) * (max_views - 1)) for p in files))
 
 
-def run_source(run: str | Path, max_views: int) -> Source:
+def run_source(run: str | Path | RunDir, max_views: int) -> Source:
     """The data the run was trained on (split.json), else the packaged real sample."""
-    rd = RunDir(run)
+    rd = RunDir.of(run)
     splits: dict[str, str] = {}
     if rd.split.is_file():
         info = rd.load_split()
@@ -83,8 +82,9 @@ def run_source(run: str | Path, max_views: int) -> Source:
     return Source(src.path, "packaged-sample", src.studies)
 
 
-def choose(studies: tuple[ImageStudy, ...] | list[ImageStudy], n: int, prefer: tuple[str | None, ...],
-           seed: int) -> list[ImageStudy]:
+def choose(
+    studies: tuple[ImageStudy, ...] | list[ImageStudy], n: int, prefer: tuple[str | None, ...], seed: int
+) -> list[ImageStudy]:
     """Up to n studies: those of the preferred splits first (in that order), each group shuffled with seed."""
     rng = np.random.default_rng(seed)
     groups = [[s for s in studies if s.split == sp] for sp in prefer]

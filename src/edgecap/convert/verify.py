@@ -23,9 +23,9 @@ from edgecap.convert.calibration import record_decoding
 from edgecap.convert.modes import Thresholds
 from edgecap.convert.sources import ImageStudy
 from edgecap.runtime.bundle import Bundle
-from edgecap.runtime.decoding import SpecialIds, decode
-from edgecap.runtime.study import fuse_views
-from edgecap.runtime.preprocess import load
+from edgecap.runtime.captioner import ReportModel
+from edgecap.runtime.decoding import SpecialIds, StepModel, decode, log_softmax
+from edgecap.runtime.study import encode_views, fuse_views, prepare_views
 
 BEAMS = (1, 3)
 MAX_STEP_ROWS = 600  # recorded decoder rows re-run through the bundle for the step error
@@ -35,14 +35,9 @@ def beam_key(b: int) -> str:
     return "greedy" if b == 1 else f"beam{b}"
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def tie_gap(reference, bundle, keras_input, bundle_input, special: SpecialIds, ref_ids: list[int],
-            got_ids: list[int], beam: int) -> float:
+def tie_gap(
+    reference, bundle, keras_input, bundle_input, special: SpecialIds, ref_ids: list[int], got_ids: list[int], beam: int
+) -> float:
     """How much a different report is the conversion's fault, in nats (<= the mode's tie_margin: a near tie).
 
     Greedy decides token by token: at the first position where the reports differ (their common prefix
@@ -56,50 +51,47 @@ def tie_gap(reference, bundle, keras_input, bundle_input, special: SpecialIds, r
     ref_seq, got_seq = ref_ids + [special.eos], got_ids + [special.eos]
     if beam == 1:
         t = next(i for i, (a, b) in enumerate(zip(ref_seq, got_seq)) if a != b)
-        logp = _teacher_forced(reference, *keras_input, special, ref_seq[:t + 1])[t]
+        features, mask = keras_input
+        logp = _teacher_forced(reference, features, mask, special, ref_seq[: t + 1])[t]
         return float(logp[ref_seq[t]] - logp[got_seq[t]])
 
     def score(seq):
-        logp = _teacher_forced(bundle, *bundle_input, special, seq)
+        logp = _teacher_forced(bundle, bundle_input[0], bundle_input[1], special, seq)
         return float(sum(logp[i, tok] for i, tok in enumerate(seq)))
 
     return score(got_seq) - score(ref_seq)
 
 
-def _teacher_forced(reference, features, mask, special: SpecialIds, seq: list[int]) -> np.ndarray:
+def _teacher_forced(reference: StepModel, features, mask, special: SpecialIds, seq: list[int]) -> np.ndarray:
     """Keras log-probabilities (len(seq), V) at every position of seq, fed <bos> + seq[:-1]."""
     h = np.zeros((1, reference.hidden_size), np.float32)
     c = np.zeros_like(h)
     out = []
     for tok in [special.bos] + seq[:-1]:
         logits, h, c, _ = reference.step(np.array([tok], np.int32), h, c, features, mask)
-        out.append(_log_softmax(logits[0]))
+        out.append(log_softmax(np.asarray(logits[0], np.float64)))
     return np.stack(out)
 
 
-def verify(bundle: Bundle, reference, studies: list[ImageStudy], thresholds: Thresholds, seed: int = 0) -> dict:
+def verify(
+    bundle: Bundle, reference: ReportModel, studies: list[ImageStudy], thresholds: Thresholds, seed: int = 0
+) -> dict:
     """-> the manifest's "verification" object (see module docstring); result["passed"] says it all."""
     views_n = bundle.max_views
     enc_err = enc_ref = enc_rel = 0.0
     fused_k, fused_b, images = [], [], 0
     for st in studies:
-        views_k, views_b = [], []
-        for p in st.views:
-            if p is None:
-                views_k.append(None)
-                views_b.append(None)
+        prepared = prepare_views(bundle, st.views)  # the device's preprocessing, once for both models
+        views_k, views_b = encode_views(reference.encode, prepared), encode_views(bundle.encode, prepared)
+        for fk, fb in zip(views_k, views_b):  # (P, D) each, or None for a missing view
+            if fk is None or fb is None:
                 continue
-            x = load(p, bundle.image_size, bundle.mean, bundle.std)  # the device's preprocessing
-            fk, fb = reference.encode(x), bundle.encode(x)  # (P, D) each
             enc_err = max(enc_err, float(np.abs(fk - fb).max()))
             enc_ref = max(enc_ref, float(np.abs(fk).max()))
-            enc_rel = max(enc_rel, float(np.linalg.norm(fb - fk) / max(np.linalg.norm(fk), 1e-12)))
-            views_k.append(fk)
-            views_b.append(fb)
+            enc_rel = max(enc_rel, float(np.linalg.norm(fb - fk) / np.maximum(np.linalg.norm(fk), 1e-12)))
             images += 1
-        pad = [None] * (views_n - len(views_k))
-        fused_k.append(fuse_views(views_k + pad, views_n))
-        fused_b.append(fuse_views(views_b + pad, views_n))
+        fused_k.append(fuse_views(views_k, views_n))
+        fused_b.append(fuse_views(views_b, views_n))
 
     steps, ref_ids = record_decoding(reference, fused_k, bundle.special, bundle.max_len, BEAMS)
     rows = steps.subset(MAX_STEP_ROWS, seed)
@@ -126,12 +118,23 @@ def verify(bundle: Bundle, reference, studies: list[ImageStudy], thresholds: Thr
             gap = tie_gap(reference, bundle, (fk, mk), (fb, mb), bundle.special, ids[b], got, b)
             tie = gap < t.tie_margin
             ties += tie
-            differences.append({"uid": st.uid, "decode": beam_key(b), "tie_gap": round(gap, 4),
-                                "near_tie": tie, "keras": bundle.vocab.render(ids[b]),
-                                "bundle": bundle.vocab.render(got)})
-        reports[beam_key(b)] = {"identical": same, "near_ties": ties, "total": n,
-                                "identical_share": same / n if n else 0.0,
-                                "share": (same + ties) / n if n else 0.0}
+            differences.append(
+                {
+                    "uid": st.uid,
+                    "decode": beam_key(b),
+                    "tie_gap": round(gap, 4),
+                    "near_tie": tie,
+                    "keras": bundle.vocab.render(ids[b]),
+                    "bundle": bundle.vocab.render(got),
+                }
+            )
+        reports[beam_key(b)] = {
+            "identical": same,
+            "near_ties": ties,
+            "total": n,
+            "identical_share": same / n if n else 0.0,
+            "share": (same + ties) / n if n else 0.0,
+        }
         decoder_only[beam_key(b)] = same_dec / n if n else 0.0
 
     step_rel = step_err / max(step_ref, 1e-12)
@@ -141,11 +144,18 @@ def verify(bundle: Bundle, reference, studies: list[ImageStudy], thresholds: Thr
         **{f"reports_{k}": v["share"] >= t.min_identical for k, v in reports.items()},
     }
     return {
-        "studies": n, "images": images, "uids": [s.uid for s in studies],
+        "studies": n,
+        "images": images,
+        "uids": [s.uid for s in studies],
         "thresholds": t.to_dict(),
         "encoder": {"max_abs_error": enc_err, "max_abs_reference": enc_ref, "relative_error": enc_rel},
-        "decoder_step": {"rows": len(rows), "max_abs_error": step_err, "max_abs_reference": step_ref,
-                         "relative_error": step_rel, "top1_agreement": top1 / max(len(rows), 1)},
+        "decoder_step": {
+            "rows": len(rows),
+            "max_abs_error": step_err,
+            "max_abs_reference": step_ref,
+            "relative_error": step_rel,
+            "top1_agreement": top1 / max(len(rows), 1),
+        },
         "reports": reports,
         "decoder_only_identical": decoder_only,
         "differences": differences,
@@ -158,21 +168,42 @@ def table(v: dict) -> list[list[str]]:
     """The verification object as printable rows (header first)."""
     t, ok = v["thresholds"], v["checks"]
     e, s = v["encoder"], v["decoder_step"]
-    rows = [["stage", "measure", "value", "threshold", "status"],
-            ["encoder", f"feature map ||error|| / ||keras||, worst of {v['images']} images",
-             f"{e['relative_error']:.2g}", f"<= {t['max_feature_error']:g}", _status(ok["encoder"])],
-            ["encoder", "max abs feature error", f"{e['max_abs_error']:.3g} (max |keras| {e['max_abs_reference']:.3g})",
-             "", "info"],
-            ["decoder step", f"max abs logit error, {s['rows']} real steps",
-             f"{s['max_abs_error']:.3g} / {s['max_abs_reference']:.3g} = {s['relative_error']:.2g}",
-             f"<= {t['max_logit_error']:g}", _status(ok["decoder_step"])],
-            ["decoder step", "top-1 agreement", f"{s['top1_agreement']:.1%}", "", "info"]]
+    rows = [
+        ["stage", "measure", "value", "threshold", "status"],
+        [
+            "encoder",
+            f"feature map ||error|| / ||keras||, worst of {v['images']} images",
+            f"{e['relative_error']:.2g}",
+            f"<= {t['max_feature_error']:g}",
+            _status(ok["encoder"]),
+        ],
+        [
+            "encoder",
+            "max abs feature error",
+            f"{e['max_abs_error']:.3g} (max |keras| {e['max_abs_reference']:.3g})",
+            "",
+            "info",
+        ],
+        [
+            "decoder step",
+            f"max abs logit error, {s['rows']} real steps",
+            f"{s['max_abs_error']:.3g} / {s['max_abs_reference']:.3g} = {s['relative_error']:.2g}",
+            f"<= {t['max_logit_error']:g}",
+            _status(ok["decoder_step"]),
+        ],
+        ["decoder step", "top-1 agreement", f"{s['top1_agreement']:.1%}", "", "info"],
+    ]
     for k, r in v["reports"].items():
         tie = f" + {r['near_ties']} near tie" if r["near_ties"] else ""
-        rows.append([f"reports {k}", f"token-identical to Keras, {r['total']} studies",
-                     f"{r['identical']}{tie} = {r['share']:.0%}",
-                     f">= {t['min_identical']:.0%}" + (f", ties < {t['tie_margin']:g} nats" if t["tie_margin"] else ""),
-                     _status(ok[f"reports_{k}"])])
+        rows.append(
+            [
+                f"reports {k}",
+                f"token-identical to Keras, {r['total']} studies",
+                f"{r['identical']}{tie} = {r['share']:.0%}",
+                f">= {t['min_identical']:.0%}" + (f", ties < {t['tie_margin']:g} nats" if t["tie_margin"] else ""),
+                _status(ok[f"reports_{k}"]),
+            ]
+        )
     for k, share in v["decoder_only_identical"].items():
         rows.append([f"reports {k}", "decoder only, on Keras features", f"{share:.0%}", "", "info"])
     return rows

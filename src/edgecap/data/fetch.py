@@ -40,9 +40,9 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
@@ -190,7 +190,7 @@ def _write_sum(out_dir: Path, name: str, digest: str) -> None:
     os.replace(tmp, path)
 
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.IGNORECASE)
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
@@ -230,143 +230,215 @@ _NETWORK_ERRORS = (
 # --------------------------------------------------------------------------- download
 
 
-def _download(
-    url: str,
-    part: Path,
-    *,
-    name: str,
-    expected_size: int | None,
-    retries: int,
-    timeout: float,
-    progress: bool,
-) -> tuple[int, int | None]:
-    """Bring ``part`` to the full file. Returns (bytes kept from an old .part, total size)."""
-    initial = part.stat().st_size if part.exists() else 0
-    kept_from_initial = initial  # lowered if the old .part turns out unusable
-    total = expected_size
-    failures = 0
-    bar = tqdm(
-        total=total,
-        initial=initial,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=name,
-        disable=not progress,
-        leave=True,
-    )
+@dataclass(frozen=True)
+class DownloadOptions:
+    """How archives are downloaded.
 
-    def restart(reason: str) -> None:
-        nonlocal kept_from_initial
-        log.info("%s: restarting from zero (%s)", name, reason)
-        part.unlink(missing_ok=True)
-        kept_from_initial = 0
-        bar.reset(total=total)
+    ``retries``: failures in a row without new data before giving up; ``timeout``: socket timeout in
+    seconds per request; ``progress``: show a tqdm progress bar per archive.
+    """
 
-    try:
-        while True:
-            offset = part.stat().st_size if part.exists() else 0
-            if total is not None:
-                if offset == total:
-                    return kept_from_initial, total
-                if offset > total:
-                    restart(f".part has {offset} bytes, more than the {total} expected")
-                    offset = 0
+    retries: int = 3
+    timeout: float = DEFAULT_TIMEOUT_S
+    progress: bool = True
 
-            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            progressed = False
-            try:
+
+class _Download:
+    """One resumable download of ``url`` into ``part``, and the state that survives its retries.
+
+    ``kept``: bytes of the ``.part`` found at the start that are still in use (0 once it is restarted);
+    ``total``: the full size, from ``expected_size`` or the server, None while unknown.
+    """
+
+    def __init__(self, url: str, part: Path, name: str, expected_size: int | None, opts: DownloadOptions):
+        self.url, self.part, self.name, self.expected_size, self.opts = url, part, name, expected_size, opts
+        self.kept = self._on_disk()
+        self.total = expected_size
+        self.progressed = False  # the current attempt wrote new data
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.kept,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=name,
+            disable=not opts.progress,
+            leave=True,
+        )
+
+    def run(self) -> tuple[int, int | None]:
+        """Bring ``part`` to the full file. Returns (bytes kept from an old .part, total size or None).
+
+        Each attempt resumes from what is on disk; transient failures are retried with a backoff until
+        ``retries`` of them come in a row without new data, then :class:`FetchError` is raised.
+        """
+        failures = 0
+        try:
+            while True:
+                offset = self._resume_offset()
+                if offset is None:
+                    return self.kept, self.total
+                self.progressed = False
                 try:
-                    resp = urllib.request.urlopen(
-                        urllib.request.Request(url, headers=headers), timeout=timeout
-                    )
-                except urllib.error.HTTPError as e:
-                    with e:
-                        if e.code == 416 and offset:
-                            _, _, srv_total = _parse_content_range(e.headers.get("Content-Range"))
-                            if srv_total is not None and srv_total == offset:
-                                return kept_from_initial, offset  # .part already complete
-                            restart(f"server refused Range bytes={offset}- (416)")
-                            raise _Transient("416 on resume") from None
-                        if e.code >= 500 or e.code in (408, 429):
-                            raise _Transient(f"HTTP {e.code} {e.reason}") from None
-                        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
+                    done = self._attempt(offset)
+                except _Transient as e:
+                    reason = str(e)
+                except FetchError:
+                    raise
+                except _NETWORK_ERRORS as e:
+                    reason = f"{type(e).__name__}: {e}"
+                else:
+                    if done is not None:
+                        return done
+                    continue  # complete body: the next resume check confirms the size
+                failures = 1 if self.progressed else failures + 1
+                self._wait_before_retry(failures, reason)
+        finally:
+            self.bar.close()
 
-                with resp:
-                    status = resp.status
-                    length = _int_header(resp.headers.get("Content-Length"))
-                    if status == 206 and offset:
-                        start, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
-                        if start != offset:
-                            restart(
-                                f"server answered Range bytes={offset}- with "
-                                f"Content-Range {resp.headers.get('Content-Range')!r}"
-                            )
-                            raise _Transient("bad Content-Range")
-                        mode = "ab"
-                    elif status == 200 or (status == 206 and not offset):
-                        if offset:
-                            restart("server ignored the Range header (200)")
-                            offset = 0
-                        srv_total = length
-                        if status == 206:
-                            _, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
-                        mode = "wb"
-                    else:
-                        raise FetchError(f"{url}: unexpected HTTP status {status}")
+    def _on_disk(self) -> int:
+        """Bytes in ``part`` (0 when there is none)."""
+        return self.part.stat().st_size if self.part.exists() else 0
 
-                    if srv_total is not None:
-                        if expected_size is not None and srv_total != expected_size:
-                            raise FetchError(
-                                f"{name}: size mismatch: server reports {srv_total} bytes, "
-                                f"expected {expected_size}"
-                            )
-                        if total != srv_total:
-                            total = srv_total
-                            bar.reset(total=total)
-                            bar.update(offset)
-                    end = offset + length if length is not None else total
+    def _restart(self, reason: str) -> None:
+        """Drop ``part`` and start over from zero."""
+        log.info("%s: restarting from zero (%s)", self.name, reason)
+        self.part.unlink(missing_ok=True)
+        self.kept = 0
+        self.bar.reset(total=self.total)
 
-                    written = offset
-                    with open(part, mode) as f:
-                        while True:
-                            block = resp.read(CHUNK_SIZE)
-                            if not block:
-                                break
-                            f.write(block)
-                            written += len(block)
-                            progressed = True
-                            bar.update(len(block))
-                    if end is not None and written < end:
-                        raise _Transient(f"connection closed after {written} of {end} bytes")
-                    if end is not None and written > end:
-                        restart(f"server sent {written - end} bytes more than announced")
-                        raise _Transient("overlong body")
-                    if total is None:
-                        # No size known anywhere: take what the server sent.
-                        return kept_from_initial, None
-                continue  # complete body: the loop head confirms the size
-            except _Transient as e:
-                reason = str(e)
-            except FetchError:
-                raise
-            except _NETWORK_ERRORS as e:
-                reason = f"{type(e).__name__}: {e}"
+    def _resume_offset(self) -> int | None:
+        """The resume decision: the byte offset to request from, or None when ``part`` is already complete.
 
-            failures = 1 if progressed else failures + 1  # a streak of failures without new data
-            if failures > retries:
-                raise FetchError(
-                    f"{name}: download failed after {retries} retries ({reason}); "
-                    f"partial data kept in {part}, run again to resume"
+        A ``.part`` larger than the known total cannot be a prefix of the file: it is restarted.
+        """
+        offset = self._on_disk()
+        if self.total is not None:
+            if offset == self.total:
+                return None
+            if offset > self.total:
+                self._restart(f".part has {offset} bytes, more than the {self.total} expected")
+                offset = 0
+        return offset
+
+    def _attempt(self, offset: int) -> tuple[int, int | None] | None:
+        """One request from ``offset``, its body appended to (or written over) ``part``.
+
+        Returns run()'s result when the download is over, None when the body is complete and the size is
+        to be confirmed by the resume check. Raises :class:`_Transient` for a failure worth retrying.
+        """
+        resp = self._request(offset)
+        if resp is None:
+            return self.kept, offset  # 416: the .part already holds the whole file
+        with resp:
+            mode, offset, srv_total = self._accept(resp, offset)
+            self._adopt_total(srv_total, offset)
+            length = _int_header(resp.headers.get("Content-Length"))
+            end = offset + length if length is not None else self.total
+            written = self._stream(resp, mode, offset)
+            self._check_body_length(written, end)
+            if self.total is None:
+                return self.kept, None  # no size known anywhere: take what the server sent
+        return None
+
+    def _request(self, offset: int) -> http.client.HTTPResponse | None:
+        """The HTTP request: a GET of ``url``, with ``Range: bytes=offset-`` when resuming.
+
+        Returns the open response, or None where the server answers ``416`` with ``Content-Range:
+        bytes */N`` equal to ``offset`` (the ``.part`` is complete). Another ``416`` restarts from zero;
+        5xx, 408 and 429 raise :class:`_Transient`; other HTTP errors raise :class:`FetchError`.
+        """
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            resp: http.client.HTTPResponse = urllib.request.urlopen(
+                urllib.request.Request(self.url, headers=headers), timeout=self.opts.timeout
+            )
+            return resp
+        except urllib.error.HTTPError as e:
+            with e:
+                if e.code == 416 and offset:
+                    _, _, srv_total = _parse_content_range(e.headers.get("Content-Range"))
+                    if srv_total is not None and srv_total == offset:
+                        return None
+                    self._restart(f"server refused Range bytes={offset}- (416)")
+                    raise _Transient("416 on resume") from None
+                if e.code >= 500 or e.code in (408, 429):
+                    raise _Transient(f"HTTP {e.code} {e.reason}") from None
+                raise FetchError(f"{self.url}: HTTP {e.code} {e.reason}") from None
+
+    def _accept(self, resp: http.client.HTTPResponse, offset: int) -> tuple[str, int, int | None]:
+        """How to take the answer to a request from ``offset``: (file mode, body offset, server's total).
+
+        ``206`` with the asked-for start is appended; ``206`` with another start restarts (transient);
+        ``200`` (the server ignored ``Range``) is written from zero; any other status is a FetchError.
+        """
+        status = resp.status
+        if status == 206 and offset:
+            start, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
+            if start != offset:
+                self._restart(
+                    f"server answered Range bytes={offset}- with Content-Range {resp.headers.get('Content-Range')!r}"
                 )
-            delay = min(RETRY_BACKOFF_S * 2 ** max(failures - 1, 0), 30.0)
-            log.warning("%s: %s; retrying in %.1f s", name, reason, delay)
-            if delay > 0:
-                time.sleep(delay)
-    finally:
-        bar.close()
+                raise _Transient("bad Content-Range")
+            return "ab", offset, srv_total
+        if status == 200 or (status == 206 and not offset):
+            if offset:
+                self._restart("server ignored the Range header (200)")
+            if status == 206:
+                _, _, srv_total = _parse_content_range(resp.headers.get("Content-Range"))
+            else:
+                srv_total = _int_header(resp.headers.get("Content-Length"))
+            return "wb", 0, srv_total
+        raise FetchError(f"{self.url}: unexpected HTTP status {status}")
+
+    def _adopt_total(self, srv_total: int | None, offset: int) -> None:
+        """Take the server's total size (FetchError if it contradicts ``expected_size``)."""
+        if srv_total is None:
+            return
+        if self.expected_size is not None and srv_total != self.expected_size:
+            raise FetchError(
+                f"{self.name}: size mismatch: server reports {srv_total} bytes, expected {self.expected_size}"
+            )
+        if self.total != srv_total:
+            self.total = srv_total
+            self.bar.reset(total=self.total)
+            self.bar.update(offset)
+
+    def _stream(self, resp: http.client.HTTPResponse, mode: str, offset: int) -> int:
+        """Stream the body into ``part`` (``mode`` "ab" or "wb") with progress; returns the bytes now in it."""
+        written = offset
+        with open(self.part, mode) as f:
+            while True:
+                block = resp.read(CHUNK_SIZE)
+                if not block:
+                    break
+                f.write(block)
+                written += len(block)
+                self.progressed = True
+                self.bar.update(len(block))
+        return written
+
+    def _check_body_length(self, written: int, end: int | None) -> None:
+        """A short body is a dropped connection (transient); an overlong one restarts (transient)."""
+        if end is not None and written < end:
+            raise _Transient(f"connection closed after {written} of {end} bytes")
+        if end is not None and written > end:
+            self._restart(f"server sent {written - end} bytes more than announced")
+            raise _Transient("overlong body")
+
+    def _wait_before_retry(self, failures: int, reason: str) -> None:
+        """Sleep the backoff before the next attempt, or raise FetchError after ``retries`` failures in a row."""
+        if failures > self.opts.retries:
+            raise FetchError(
+                f"{self.name}: download failed after {self.opts.retries} retries ({reason}); "
+                f"partial data kept in {self.part}, run again to resume"
+            )
+        delay = min(RETRY_BACKOFF_S * 2 ** max(failures - 1, 0), 30.0)
+        log.warning("%s: %s; retrying in %.1f s", self.name, reason, delay)
+        if delay > 0:
+            time.sleep(delay)
 
 
 # --------------------------------------------------------------------------- extraction
@@ -440,6 +512,7 @@ def fetch_iu_xray(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_base_url(base_url)
+    opts = DownloadOptions(retries=retries, timeout=timeout, progress=progress)
     results: list[FetchResult] = []
 
     for rf in _resolve_files(files):
@@ -447,8 +520,7 @@ def fetch_iu_xray(
         part = out / (rf.name + ".part")
         result = _existing(rf, final, out)
         if result is None:
-            result = _fetch_one(rf, base + rf.name, final, part, out,
-                                retries=retries, timeout=timeout, progress=progress)
+            result = _fetch_one(rf, base + rf.name, final, part, out, opts)
         if extract:
             dest = out / rf.extract_subdir if rf.extract_subdir else out
             log.info("extracting %s into %s", final, dest)
@@ -468,8 +540,9 @@ def _existing(rf: RemoteFile, final: Path, out: Path) -> FetchResult | None:
     digest = sha256_file(final)
     if rf.sha256 is not None:
         if digest != rf.sha256.lower():
-            log.warning("%s exists but its sha256 %s is not the expected %s: downloading again",
-                        final, digest, rf.sha256)
+            log.warning(
+                "%s exists but its sha256 %s is not the expected %s: downloading again", final, digest, rf.sha256
+            )
             return None
         verified: bool | None = True
     else:
@@ -481,39 +554,56 @@ def _existing(rf: RemoteFile, final: Path, out: Path) -> FetchResult | None:
     return FetchResult(rf.name, final, size, digest, verified, 0, skipped=True)
 
 
-def _fetch_one(rf: RemoteFile, url: str, final: Path, part: Path, out: Path, *,
-               retries: int, timeout: float, progress: bool) -> FetchResult:
+def _fetch_one(rf: RemoteFile, url: str, final: Path, part: Path, out: Path, opts: DownloadOptions) -> FetchResult:
+    """Download ``rf`` via ``part`` into ``final``, verify it and record its sha256 in SHA256SUMS."""
     if final.is_file() and not part.exists() and rf.sha256 is None:
         # Complete-looking file with nothing to check it against: let the server
         # confirm its size via a Range request (416 or a 0-byte 206) instead of
         # downloading it again.
         os.replace(final, part)
-
-    for attempt in (1, 2):
-        had_part = part.exists()
-        kept, total = _download(url, part, name=rf.name, expected_size=rf.size,
-                                retries=retries, timeout=timeout, progress=progress)
-        size = part.stat().st_size
-        if total is not None and size != total:
-            part.unlink(missing_ok=True)
-            raise FetchError(f"{rf.name}: size mismatch: expected {total} bytes, got {size}")
-        digest = sha256_file(part)
-        if rf.sha256 is not None and digest != rf.sha256.lower():
-            part.unlink(missing_ok=True)
-            if had_part and kept and attempt == 1:
-                # The old .part may have come from another file version: start clean once.
-                log.warning("%s: resumed download failed sha256 check; downloading from zero", rf.name)
-                continue
-            raise FetchError(
-                f"{rf.name}: sha256 mismatch: expected {rf.sha256}, got {digest} "
-                f"({size} bytes from {url}); the bad file was deleted"
-            )
-        break
-
+    kept, size, digest = _download_verified(rf, url, part, opts)
     os.replace(part, final)
     _write_sum(out, rf.name, digest)
     verified = True if rf.sha256 is not None else None
     if verified is None:
-        log.info("%s: sha256 %s (no published checksum; recorded in %s)",
-                 rf.name, digest, out / SHA256SUMS_NAME)
+        log.info("%s: sha256 %s (no published checksum; recorded in %s)", rf.name, digest, out / SHA256SUMS_NAME)
     return FetchResult(rf.name, final, size, digest, verified, kept)
+
+
+def _download_verified(rf: RemoteFile, url: str, part: Path, opts: DownloadOptions) -> tuple[int, int, str]:
+    """The verification: download into ``part`` and check its sha256. Returns (bytes kept, size, sha256).
+
+    A resumed download that fails the check is redone once from zero (the old ``.part`` may have come
+    from another file version); a fresh one that fails deletes ``part`` and raises :class:`FetchError`.
+    """
+    had_part = part.exists()
+    kept, size, digest = _download_and_hash(rf, url, part, opts)
+    if not _sha256_matches(rf, digest) and had_part and kept:
+        part.unlink(missing_ok=True)
+        log.warning("%s: resumed download failed sha256 check; downloading from zero", rf.name)
+        kept, size, digest = _download_and_hash(rf, url, part, opts)
+    if not _sha256_matches(rf, digest):
+        part.unlink(missing_ok=True)
+        raise FetchError(
+            f"{rf.name}: sha256 mismatch: expected {rf.sha256}, got {digest} "
+            f"({size} bytes from {url}); the bad file was deleted"
+        )
+    return kept, size, digest
+
+
+def _download_and_hash(rf: RemoteFile, url: str, part: Path, opts: DownloadOptions) -> tuple[int, int, str]:
+    """Bring ``part`` to the full file and check its size. Returns (bytes kept, size, sha256).
+
+    A size other than the total the download settled on deletes ``part`` and raises :class:`FetchError`.
+    """
+    kept, total = _Download(url, part, rf.name, rf.size, opts).run()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{rf.name}: size mismatch: expected {total} bytes, got {size}")
+    return kept, size, sha256_file(part)
+
+
+def _sha256_matches(rf: RemoteFile, digest: str) -> bool:
+    """Whether ``digest`` is the archive's published sha256 (True where none is published)."""
+    return rf.sha256 is None or digest == rf.sha256.lower()

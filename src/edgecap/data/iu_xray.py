@@ -35,8 +35,9 @@ from edgecap.runtime.formats import is_image_name
 LAYOUTS = ("openi", "kaggle", "r2gen")
 # Open-i: CXR1000_IM-0003-2001(.png); Kaggle: 1000_IM-0003-2001.dcm.png; one Open-i study (uid 1) repeats its
 # uid: CXR1_1_IM-0001-3001, which Kaggle names 1_IM-0001-3001
-_KEY = re.compile(r"^(?:CXR)?(?:(\d+)_(?=\1_IM-))?(\d+_IM-[\dA-Za-z-]+?)(?:(?:\.dcm)?\.(?:png|jpe?g|dcm))?$",
-                  re.IGNORECASE)
+_KEY = re.compile(
+    r"^(?:CXR)?(?:(\d+)_(?=\1_IM-))?(\d+_IM-[\dA-Za-z-]+?)(?:(?:\.dcm)?\.(?:png|jpe?g|dcm))?$", re.IGNORECASE
+)
 
 
 class DataError(ValueError):
@@ -263,8 +264,13 @@ def _load_kaggle(root: Path, images: dict[str, Path]) -> Dataset:
             mesh = [m.strip() for m in (row.get("MeSH") or "").split(";") if m.strip()]
             ims = sorted(by_uid.get(row["uid"], []), key=lambda im: im.key)
             studies.append(
-                Study(row["uid"], (row.get("findings") or "").strip() or None,
-                      (row.get("impression") or "").strip() or None, ims, mesh=mesh)
+                Study(
+                    row["uid"],
+                    (row.get("findings") or "").strip() or None,
+                    (row.get("impression") or "").strip() or None,
+                    ims,
+                    mesh=mesh,
+                )
             )
     return Dataset("kaggle", root, studies, "none")
 

@@ -94,8 +94,15 @@ def compute_stats(ds: Dataset, check_images: bool = True, section: str = "findin
         both_views=views[(True, True)],
         empty_findings=empty,
         splits=dict(sorted(Counter(s.split or "unassigned" for s in ds.studies).items())),
-        report_length={"min": q(0), "p25": q(25), "median": q(50), "mean": round(float(arr.mean()), 1),
-                       "p75": q(75), "p95": q(95), "max": q(100)},
+        report_length={
+            "min": q(0),
+            "p25": q(25),
+            "median": q(50),
+            "mean": round(float(arr.mean()), 1),
+            "p75": q(75),
+            "p95": q(95),
+            "max": q(100),
+        },
         unreadable_reports=list(ds.unreadable),
         missing_examples=missing[:20],
     )

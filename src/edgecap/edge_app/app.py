@@ -7,7 +7,10 @@ or from Python (configure Kivy before importing this module, see boot.py):
 
     EdgecapApp(bundle="bundles/int8", data_dir="/tmp/edgecap").run()
 
-Layout: edgecap.kv (named after this class). State: the Kivy properties below; the .kv file binds to them.
+Layout: kv/ (KV_FILES: shared looks first, one file per screen; then the window), loaded by load_kv.
+State: each screen's own Kivy properties on its Screen (screens/); here only what the screens share: the
+bundle, the settings (beam, threads), busy, the window's orientation and the toast. The app decides what
+happens; the screens hold and show it.
 Inference: worker.CaptionWorker on its own thread; results come back through @mainthread, so the UI never
 waits on the model. Cancel is cooperative (worker.py): the result of a cancelled job is discarded.
 Storage: store.HistoryStore (SQLite) and settings.json in `data_dir` (default: Kivy's user_data_dir,
@@ -25,19 +28,28 @@ from pathlib import Path
 from kivy.app import App
 from kivy.clock import Clock, mainthread
 from kivy.core.window import Window
-from kivy.factory import Factory
-from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
+from kivy.lang import Builder
+from kivy.properties import BooleanProperty, NumericProperty, StringProperty
+from kivy.uix.screenmanager import Screen
 from kivy.utils import platform
 
-from edgecap import __version__
 from edgecap.edge_app import heatmap
-from edgecap.edge_app.messages import FLAGGED_NOTE, Message, finding_rows, warning_message
-from edgecap.edge_app.screens import FindingRow, NoticeCard, texture_from_rgb  # noqa: F401 (registers the kv classes)
-from edgecap.edge_app.settings import BEAMS, AppSettings, active_bundle, installed_bundles, max_threads
+from edgecap.edge_app.messages import Message, sentence, short_path
+
+# the screen classes kv/window.kv names: importing them registers them, and their widgets, with Kivy's Factory
+from edgecap.edge_app.screens.chooser import ChooserScreen  # noqa: F401
+from edgecap.edge_app.screens.history import HistoryScreen  # noqa: F401
+from edgecap.edge_app.screens.main import MainScreen  # noqa: F401
+from edgecap.edge_app.screens.report import ReportScreen  # noqa: F401
+from edgecap.edge_app.screens.settings import SettingsScreen  # noqa: F401
+from edgecap.edge_app.settings import AppSettings, active_bundle, installed_bundles
 from edgecap.edge_app.store import HistoryStore
 from edgecap.edge_app.worker import CaptionWorker, load_preview
+from edgecap.runtime.decoding import DEFAULT_BEAM
 
-IMAGE_FILTERS = ["*.png", "*.PNG", "*.jpg", "*.JPG", "*.jpeg", "*.JPEG", "*.dcm", "*.DCM", "*.dicom"]
+KV_DIR = Path(__file__).with_name("kv")
+KV_FILES = ("common.kv", "main.kv", "report.kv", "history.kv", "settings.kv", "chooser.kv")  # rules, in order
+ROOT_KV = "window.kv"  # the root widget: the ScreenManager and the toast
 ANDROID_MIME = ["image/png", "image/jpeg", "application/dicom", "application/octet-stream"]
 TOAST_SECONDS = 3.0
 
@@ -45,60 +57,14 @@ TOAST_SECONDS = 3.0
 class EdgecapApp(App):
     title = "edgecap"
 
-    # ---- window ----
     landscape = BooleanProperty(False)  # wider than tall: two-column layouts
     toast_text = StringProperty("")
-    # ---- the study being prepared (main screen) ----
-    frontal_path = StringProperty("")
-    lateral_path = StringProperty("")
-    frontal_texture = ObjectProperty(None, allownone=True)
-    lateral_texture = ObjectProperty(None, allownone=True)
-    frontal_loading = BooleanProperty(False)
-    lateral_loading = BooleanProperty(False)
-    frontal_info = StringProperty("")
-    lateral_info = StringProperty("")
-    error_title = StringProperty("")  # the last problem with the study, in plain words ("" = none)
-    error_detail = StringProperty("")
-    error_code = StringProperty("")
     busy = BooleanProperty(False)  # a report is being written (the UI stays live)
-    status_text = StringProperty("")
-    pulse = NumericProperty(0.0)  # 0..1, drives the busy bar
-    # ---- bundle and settings ----
     bundle_path = StringProperty("")
     bundle_ready = BooleanProperty(False)
-    bundle_line = StringProperty("")
-    bundle_notice = StringProperty("")
-    bundle_problem_title = StringProperty("")  # why no bundle can be used ("" = one can)
-    bundle_problem_detail = StringProperty("")
-    max_views = NumericProperty(2)
-    beam = NumericProperty(3)
+    max_views = NumericProperty(2)  # views the bundle's model takes (1: the lateral slot is off)
+    beam = NumericProperty(DEFAULT_BEAM)
     threads = NumericProperty(2)
-    cores = NumericProperty(os.cpu_count() or 1)
-    bundles_dir = StringProperty("")
-    data_dir_text = StringProperty("")
-    version = StringProperty(__version__)
-    # ---- the report on screen ----
-    report = ObjectProperty(None, allownone=True)  # runtime.report.Report
-    report_id = NumericProperty(0)  # its history row
-    report_text = StringProperty("")
-    report_flagged = BooleanProperty(False)
-    report_notice = StringProperty("")
-    report_time = StringProperty("")
-    report_bundle = StringProperty("")
-    report_inputs = StringProperty("")
-    report_when = StringProperty("")
-    report_views = ListProperty([])
-    report_view = StringProperty("frontal")
-    report_texture = ObjectProperty(None, allownone=True)
-    report_has_heatmap = BooleanProperty(False)
-    report_has_findings = BooleanProperty(False)
-    show_heatmap = BooleanProperty(True)
-    # ---- history and chooser ----
-    history_data = ListProperty([])
-    history_count = NumericProperty(0)
-    chooser_start = StringProperty("")
-    chooser_filters = ListProperty(IMAGE_FILTERS)
-    sample_path = StringProperty("")
 
     def __init__(self, bundle: str | Path | None = None, data_dir: str | Path | None = None, driver=None, **kwargs):
         """bundle: a bundle folder for this session (else the one chosen in Settings, else the default);
@@ -115,9 +81,6 @@ class EdgecapApp(App):
         self._busy_clock = None
         self._toast_clock = None
         self._previous = "main"
-        self._error_view = ""  # the view whose file caused error_title ("" : not a file problem)
-        self._report_textures: dict[str, tuple] = {}
-        self._thumbs: dict[int, object] = {}
 
     # ---- life cycle ------------------------------------------------------------------------------
     @property
@@ -129,25 +92,39 @@ class EdgecapApp(App):
                 self._data_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / self.name
         return self._data_dir
 
+    def load_kv(self, filename=None) -> bool:
+        """Kivy's hook, run before build() (in place of its default: one file named after the class): the rules
+        of KV_FILES, then the window, ROOT_KV, as the root widget."""
+        for name in KV_FILES:
+            Builder.load_file(str(KV_DIR / name))
+        self.root = Builder.load_file(str(KV_DIR / ROOT_KV))
+        return True
+
     def build(self):
-        """The widget tree comes from edgecap.kv; here: storage, settings, the worker thread."""
+        """The widget tree comes from load_kv; here: storage, settings, the worker thread."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir_text = short_path(self.data_dir)
-        self.bundles_dir = short_path(self.data_dir / "bundles")
+        settings_screen = self.screen("settings")
+        settings_screen.data_dir_text = short_path(self.data_dir)
+        settings_screen.bundles_dir = short_path(self.data_dir / "bundles")
         self.settings = AppSettings.load(self.data_dir)
         self.beam, self.threads = self.settings.beam, self.settings.threads
         self.store = HistoryStore(self.data_dir / "history.sqlite3")
         self.worker = CaptionWorker(on_done=mainthread(self._on_job_done))
-        self.chooser_start = _start_folder()
+        chooser = self.screen("chooser")
+        chooser.start_folder = _start_folder()
         try:
             from edgecap.resources import sample_image
 
-            self.sample_path = str(sample_image()) if sample_image().is_file() else ""
+            chooser.sample_path = str(sample_image()) if sample_image().is_file() else ""
         except Exception:
-            self.sample_path = ""
+            chooser.sample_path = ""
         Window.bind(size=self._on_window_size, on_keyboard=self._on_keyboard, on_drop_file=self._on_drop_file)
         self._on_window_size(Window, Window.size)
-        return self.root  # built from edgecap.kv by App.load_kv before build()
+        return self.root  # built by load_kv
+
+    def screen(self, name: str) -> Screen:
+        """The screen called `name`: main, report, history, settings or chooser (screens/)."""
+        return self.root.ids.sm.get_screen(name)
 
     def on_start(self):
         self._apply_bundle()
@@ -225,16 +202,19 @@ class EdgecapApp(App):
             try:
                 from plyer import filechooser
 
-                filechooser.open_file(on_selection=mainthread(lambda sel: sel and self.choose_file(sel[0], view)),
-                                      mime_type=ANDROID_MIME, multiple=False)
+                filechooser.open_file(
+                    on_selection=mainthread(lambda sel: sel and self.choose_file(sel[0], view)),
+                    mime_type=ANDROID_MIME,
+                    multiple=False,
+                )
                 return
             except Exception as e:  # no plyer or no picker: fall back to Kivy's chooser
                 self.toast(f"System picker unavailable ({type(e).__name__}); using the built-in one.")
-        screen = self.root.ids.sm.get_screen("chooser")
-        screen.view = view
-        current = getattr(self, f"{view}_path")
+        chooser = self.screen("chooser")
+        chooser.view = view
+        current = self.screen("main").path(view)
         if current and Path(current).parent.is_dir():
-            screen.ids.chooser.path = str(Path(current).parent)
+            chooser.ids.chooser.path = str(Path(current).parent)
         self.go("chooser")
 
     def choose_file(self, path: str | Path, view: str = "frontal") -> None:
@@ -243,53 +223,36 @@ class EdgecapApp(App):
             self.toast("This model uses the frontal view only.")
             return
         path = str(path)
-        setattr(self, f"{view}_path", path)
-        setattr(self, f"{view}_texture", None)
-        setattr(self, f"{view}_loading", True)
-        setattr(self, f"{view}_info", Path(path).name)
-        if self._error_view in (view, "study"):
-            self.clear_error()
+        self.screen("main").open_file(view, path)
         self.go("main")
         load_preview(path, view, mainthread(self._on_preview))
 
     def _on_preview(self, p) -> None:
-        if getattr(self, f"{p.view}_path") != p.path:
+        main = self.screen("main")
+        if main.path(p.view) != p.path:
             return  # a newer choice replaced this one
-        setattr(self, f"{p.view}_loading", False)
+        main.show_preview(p)
         if p.error is not None:
             self.show_error(p.error, view=p.view)
-            setattr(self, f"{p.view}_info", f"Unreadable: {Path(p.path).name}")
-            return
-        setattr(self, f"{p.view}_texture", texture_from_rgb(p.rgb))
-        setattr(self, f"{p.view}_info", f"{p.size[0]} x {p.size[1]} px · {Path(p.path).name}")
-
-    def clear_view(self, view: str) -> None:
-        setattr(self, f"{view}_path", "")
-        setattr(self, f"{view}_texture", None)
-        setattr(self, f"{view}_loading", False)
-        setattr(self, f"{view}_info", "")
-        if self._error_view in (view, "study"):
-            self.clear_error()
 
     def show_error(self, message: Message, view: str = "study") -> None:
-        if message.code in ("bundle", "interpreter"):  # a bundle that fails to load when the first report is asked for
-            self.bundle_problem_title, self.bundle_problem_detail = message.title, message.detail
+        """On the main screen: a bundle that fails to load (when the first report is asked for) makes the
+        bundle unusable; anything else is a problem with the study (`view`: the view whose file caused it)."""
+        if message.code in ("bundle", "interpreter"):
+            self.screen("main").show_bundle_problem(message.title, message.detail)
             self.bundle_ready = False
             return
-        self.error_title, self.error_detail, self.error_code = message.title, message.detail, message.code
-        self._error_view = view
-
-    def clear_error(self) -> None:
-        self.error_title = self.error_detail = self.error_code = ""
-        self._error_view = ""
+        self.screen("main").show_error(message, view)
 
     # ---- generating ------------------------------------------------------------------------------
     def generate(self) -> None:
-        if self.busy or not self.frontal_path or not self.bundle_ready:
+        main = self.screen("main")
+        if self.busy or not main.frontal_path or not self.bundle_ready:
             return
-        self.clear_error()
-        self._job = self.worker.submit(self.frontal_path, self.lateral_path or None, self.bundle_path or None,
-                                       int(self.threads), int(self.beam))
+        main.clear_error()
+        self._job = self.worker.submit(
+            main.frontal_path, main.lateral_path or None, self.bundle_path or None, int(self.threads), int(self.beam)
+        )
         self.busy = True
         self._busy_since = time.perf_counter()
         self._busy_clock = Clock.schedule_interval(self._tick_busy, 1 / 30)
@@ -305,14 +268,11 @@ class EdgecapApp(App):
         self.toast("Cancelled. Nothing was saved.")
 
     def _tick_busy(self, dt) -> None:
-        elapsed = time.perf_counter() - self._busy_since
-        self.status_text = f"Writing the report...  {elapsed:.1f} s"
-        phase = (elapsed / 1.6) % 1.0
-        self.pulse = 2 * phase if phase < 0.5 else 2 * (1 - phase)
+        self.screen("main").show_busy(time.perf_counter() - self._busy_since)
 
     def _stop_busy(self) -> None:
         self.busy = False
-        self.status_text = ""
+        self.screen("main").status_text = ""
         if self._busy_clock is not None:
             self._busy_clock.cancel()
             self._busy_clock = None
@@ -331,54 +291,17 @@ class EdgecapApp(App):
         self.show_report(result.report, result.display, result.overlays, report_id, datetime.now())
         self.refresh_history()
 
-    # ---- the report screen -----------------------------------------------------------------------
+    # ---- reports ---------------------------------------------------------------------------------
     def show_report(self, report, display: dict, overlays: dict, report_id: int, when: datetime | None = None):
-        """Fill the report screen (report: runtime.report.Report; display / overlays: view -> uint8 RGB)."""
-        self.report, self.report_id = report, report_id
-        self._report_textures = {v: (texture_from_rgb(rgb), texture_from_rgb(overlays[v]) if v in overlays else None)
-                                 for v, rgb in display.items()}
-        self.report_views = list(display)
-        self.report_view = "frontal" if "frontal" in display else next(iter(display), "frontal")
-        self.report_has_heatmap = bool(overlays)
-        self.report_flagged = bool(report.flagged)
-        self.report_text = report.text
-        self.report_notice = _sentence(report.bundle.get("notice", ""))
-        self.report_time = _time_line(report)
-        self.report_bundle = _bundle_line(report.bundle)
-        self.report_inputs = _inputs_line(report.inputs)
-        self.report_when = when.strftime("%Y-%m-%d %H:%M") if when else ""
-        self._update_report_texture()
-        screen = self.root.ids.sm.get_screen("report")
-        notices = screen.ids.notices
-        notices.clear_widgets()
-        for card in _notice_cards(report):
-            notices.add_widget(card)
-        box = screen.ids.findings
-        box.clear_widgets()
-        rows = finding_rows(report.findings)
-        for name, value in rows:
-            box.add_widget(FindingRow(name=name, value=value))
-        self.report_has_findings = bool(rows)
-        screen.ids.report_scroll.scroll_y = 1
+        """The report screen with `report` (runtime.report.Report; display / overlays: view -> uint8 RGB)."""
+        self.screen("report").show(report, display, overlays, report_id, when)
         self.go("report")
 
-    def set_report_view(self, view: str) -> None:
-        if view in self.report_views:
-            self.report_view = view
-            self._update_report_texture()
-
-    def set_heatmap(self, on: bool) -> None:
-        self.show_heatmap = bool(on)
-        self._update_report_texture()
-
-    def _update_report_texture(self) -> None:
-        plain, over = self._report_textures.get(self.report_view, (None, None))
-        self.report_texture = over if (self.show_heatmap and over is not None) else plain
-
     def new_study(self) -> None:
-        self.clear_view("frontal")
-        self.clear_view("lateral")
-        self.clear_error()
+        main = self.screen("main")
+        main.clear_view("frontal")
+        main.clear_view("lateral")
+        main.clear_error()
         self.go("main")
 
     def open_saved(self, report_id: int) -> None:
@@ -398,88 +321,65 @@ class EdgecapApp(App):
             when = None
         self.show_report(r, display, overlays, saved.item.id, when)
 
-    # ---- copy / export ---------------------------------------------------------------------------
-    def report_as_text(self) -> str:
-        r = self.report
-        if r is None:
-            return ""
-        lines = [r.render_text(), ""]
-        rows = finding_rows(r.findings)
-        if rows and not r.flagged:
-            lines.append("Structured findings (rule-based, read from the text): "
-                         + "; ".join(f"{n}: {v}" for n, v in rows))
-        lines += [self.report_inputs, self.report_time, self.report_bundle.replace("\n", " "),
-                  f"edgecap {__version__}: {r.bundle.get('notice', '')}"]
-        return "\n".join(x for x in lines if x is not None)
-
     def copy_report(self) -> None:
-        if self.report is None:
+        report_screen = self.screen("report")
+        if report_screen.report is None:
             return
         try:
             from kivy.core.clipboard import Clipboard
 
-            Clipboard.copy(self.report_as_text())
+            Clipboard.copy(report_screen.as_text())
             self.toast("Report copied.")
         except Exception as e:  # no clipboard provider (some headless or kiosk setups)
             self.toast(f"Could not copy: {type(e).__name__}. Use Export text instead.")
 
     def export_report(self, fmt: str) -> Path | None:
         """Write the report on screen to <data dir>/exports/ as .txt or .json (edgecap-report/1)."""
-        if self.report is None:
+        report_screen = self.screen("report")
+        if report_screen.report is None:
             return None
         out = self.data_dir / "exports"
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"edgecap-report-{int(self.report_id):05d}.{fmt}"
+        path = out / f"edgecap-report-{int(report_screen.report_id):05d}.{fmt}"
         if fmt == "json":
-            path.write_text(json.dumps(self.report.to_dict(), indent=2) + "\n")
+            path.write_text(json.dumps(report_screen.report.to_dict(), indent=2) + "\n")
         else:
-            path.write_text(self.report_as_text() + "\n")
+            path.write_text(report_screen.as_text() + "\n")
         self.toast(f"Saved {path}")
         return path
 
-    # ---- history ---------------------------------------------------------------------------------
     def refresh_history(self) -> None:
-        items = self.store.list()
-        self.history_count = len(items)
-        data = []
-        for it in items:
-            if it.id not in self._thumbs:
-                try:
-                    self._thumbs[it.id] = texture_from_rgb(heatmap.decode_png(it.thumbnail))
-                except ValueError:
-                    self._thumbs[it.id] = None
-            first = it.text.split(". ")[0].rstrip(".") + "." if it.text else "(empty report)"
-            extras = [it.created_local, Path(it.frontal_name).name + (" + lateral" if it.lateral_name else "")]
-            if it.warnings and not it.flagged:
-                extras.append(f"{it.warnings} warning" + ("s" if it.warnings > 1 else ""))
-            data.append({"report_id": it.id, "title": "Not a chest X-ray?" if it.flagged else first,
-                         "subtitle": "  ·  ".join(extras), "flagged": it.flagged, "thumbnail": self._thumbs[it.id]})
-        self.history_data = data
+        self.screen("history").show(self.store.list())
 
     # ---- bundle and settings ---------------------------------------------------------------------
     def _apply_bundle(self) -> None:
+        main = self.screen("main")
         choices = installed_bundles(self.data_dir, self._bundle_override)
         choice = active_bundle(self.settings, choices, self._bundle_override)
         if choice is None or choice.error:
             self.bundle_ready = False
             self.bundle_path = choice.path if choice else ""
-            self.bundle_line = "Model: none available"
-            self.bundle_notice = ""
-            self.bundle_problem_title = "No model bundle can be used."
-            self.bundle_problem_detail = (
-                f"{choice.error} Choose another bundle in Settings." if choice else
-                f"No bundle is installed. Copy a bundle folder (with manifest.json) into {self.bundles_dir}, "
-                f"or start the app with --bundle PATH.")
+            main.bundle_line = "Model: none available"
+            main.bundle_notice = ""
+            main.show_bundle_problem(
+                "No model bundle can be used.",
+                f"{choice.error} Choose another bundle in Settings."
+                if choice
+                else f"No bundle is installed. Copy a bundle folder (with manifest.json) into "
+                f"{short_path(self.data_dir / 'bundles')}, or start the app with --bundle PATH.",
+            )
             return
-        self.bundle_problem_title = self.bundle_problem_detail = ""
+        main.show_bundle_problem()
         self.bundle_ready = True
         self.bundle_path = choice.path
         self.max_views = choice.max_views or 1
         if self.max_views < 2:
-            self.clear_view("lateral")
-        self.bundle_line = f"Model: {choice.name} · {choice.mode} · beam {int(self.beam)} · {int(self.threads)} " \
-                           f"thread{'s' if self.threads > 1 else ''}"
-        self.bundle_notice = _sentence(choice.notice)
+            main.clear_view("lateral")
+        main.bundle_line = (
+            f"Model: {choice.name} · {choice.mode} · beam {int(self.beam)} · {int(self.threads)} "
+            f"thread{'s' if self.threads > 1 else ''}"
+        )
+        main.bundle_notice = sentence(choice.notice)
         self.worker.preload(self.bundle_path, int(self.threads))
 
     def set_bundle(self, path: str) -> None:
@@ -500,81 +400,15 @@ class EdgecapApp(App):
         self._apply_bundle()
 
     def _fill_settings(self) -> None:
-        ids = self.root.ids.sm.get_screen("settings").ids
-        ids.bundles.clear_widgets()
-        choices = installed_bundles(self.data_dir, self._bundle_override)
-        if not choices:
-            ids.bundles.add_widget(Factory.Muted(text="No bundle installed."))
-        for c in choices:
-            detail = c.error or " · ".join(x for x in (_sentence(c.notice), short_path(c.path)) if x)
-            row = Factory.BundleRow(path=c.path, label=c.label, detail=detail, usable=not c.error,
-                                    selected=os.path.realpath(c.path) == os.path.realpath(self.bundle_path or "-"))
-            row.bind(on_release=lambda r: r.usable and self.set_bundle(r.path))
-            ids.bundles.add_widget(row)
-        for box, values, current, setter, group in ((ids.beams, BEAMS, self.beam, self.set_beam, "beam"),
-                                                    (ids.threads, range(1, max_threads() + 1), self.threads,
-                                                     self.set_threads, "threads")):
-            box.clear_widgets()
-            for v in values:
-                b = Factory.Segment(text=str(v), group=group, state="down" if v == int(current) else "normal")
-                b.bind(on_release=lambda btn, v=v, setter=setter: setter(v))
-                box.add_widget(b)
-
-
-# ---- text for the screen -------------------------------------------------------------------------
-def short_path(path) -> str:
-    """'/home/pi/.config/edgecap' -> '~/.config/edgecap' (shorter on a phone, and no user name on screen)."""
-    text, home = str(path), str(Path.home())
-    return "~" + text[len(home):] if home not in ("", "/") and (text == home or text.startswith(home + os.sep)) else text
-
-
-def _sentence(text: str) -> str:
-    text = (text or "").strip()
-    if not text:
-        return ""
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith(".") else text + "."
-
-
-def _time_line(report) -> str:
-    t = report.timings
-    image_ms = t.get("read_ms", 0) + t.get("sanity_ms", 0) + t.get("preprocess_ms", 0)
-    return (f"Written in {t.get('total_ms', 0) / 1000:.2f} s on this device (image {image_ms:.0f} ms, "
-            f"encoder {t.get('encoder_ms', 0):.0f} ms, decoder {t.get('decoder_ms', 0):.0f} ms for "
-            f"{int(t.get('decoder_steps', 0))} steps, beam {report.beam}).")
-
-
-def _bundle_line(bundle: dict) -> str:
-    path = bundle.get("path", "")
-    return (f"Model: {Path(path).name or '?'} · {bundle.get('mode', '?')} · {bundle.get('interpreter', '?')}\n"
-            f"{short_path(path)}")
-
-
-def _inputs_line(inputs: dict) -> str:
-    parts = [f"Frontal: {Path(inputs['frontal']).name}"] if inputs.get("frontal") else []
-    if inputs.get("lateral"):
-        parts.append(f"Lateral: {Path(inputs['lateral']).name}")
-    return "   ".join(parts)
-
-
-def _notice_cards(report) -> list:
-    """Report warnings -> NoticeCards: one red card when the input does not look like a chest X-ray (its
-    reasons in plain words), amber cards for the other warnings."""
-    from edgecap.runtime.sanity import NOT_CXR_CODES
-
-    cards = []
-    reasons = [w for w in report.warnings if w.code in NOT_CXR_CODES]
-    if report.flagged:
-        first = warning_message(reasons[0].code, reasons[0].message) if reasons else None
-        title = first.title if first else "This does not look like a chest X-ray."
-        more = [warning_message(w.code, w.message).title for w in reasons[1:]]
-        detail = " ".join([FLAGGED_NOTE] + more + [f"({'; '.join(w.message for w in reasons)})"] if reasons else [FLAGGED_NOTE])
-        cards.append(NoticeCard(title=title, detail=detail, level="error", code=reasons[0].code if reasons else "flagged"))
-    for w in report.warnings:
-        if w.code not in NOT_CXR_CODES:
-            m = warning_message(w.code, w.message)
-            cards.append(NoticeCard(title=m.title, detail=m.detail, level=m.level, code=m.code))
-    return cards
+        self.screen("settings").show(
+            installed_bundles(self.data_dir, self._bundle_override),
+            self.bundle_path,
+            int(self.beam),
+            int(self.threads),
+            self.set_bundle,
+            self.set_beam,
+            self.set_threads,
+        )
 
 
 def _start_folder() -> str:
@@ -588,7 +422,8 @@ def _request_android_permissions() -> None:
     try:
         from android.permissions import Permission, request_permissions  # python-for-android
 
-        wanted = [getattr(Permission, n) for n in ("READ_MEDIA_IMAGES", "READ_EXTERNAL_STORAGE") if hasattr(Permission, n)]
+        names = ("READ_MEDIA_IMAGES", "READ_EXTERNAL_STORAGE")
+        wanted = [getattr(Permission, n) for n in names if hasattr(Permission, n)]
         request_permissions(wanted)
     except Exception:
         pass

@@ -32,8 +32,13 @@ POLL_SECONDS = 0.05
 
 
 class Driver:
-    def __init__(self, script: Callable[..., Iterator], screenshot: str | Path | None = None, timeout: float = 180.0,
-                 stop: bool = True):
+    def __init__(
+        self,
+        script: Callable[..., Iterator],
+        screenshot: str | Path | None = None,
+        timeout: float = 180.0,
+        stop: bool = True,
+    ):
         """stop: quit the app when the script is done (False: hand the app over to the person at the screen)."""
         self.script, self.screenshot = script, (Path(screenshot) if screenshot else None)
         self.timeout, self.stop = timeout, stop
@@ -124,26 +129,28 @@ def study_script(image: str, lateral: str | None = None, generate: bool = True):
     Failures stay on screen (error card) and set the exit code."""
 
     def script(app, driver):
+        main = app.screen("main")
         app.choose_file(image, "frontal")
         if lateral:
             app.choose_file(lateral, "lateral")
-        yield lambda: not app.frontal_loading and not app.lateral_loading
+        yield lambda: not main.frontal_loading and not main.lateral_loading
         if not app.bundle_ready:
-            driver.fail(f"{app.bundle_problem_title} {app.bundle_problem_detail}".strip(), 2)
+            driver.fail(f"{main.bundle_problem_title} {main.bundle_problem_detail}".strip(), 2)
             return
-        if app.error_title:
-            driver.fail(f"{app.error_title} {app.error_detail}".strip(), 2)
+        if main.error_title:
+            driver.fail(f"{main.error_title} {main.error_detail}".strip(), 2)
             return
         if not generate:
             return
-        app.root.ids.sm.get_screen("main").ids.generate_button.dispatch("on_release")
+        main.ids.generate_button.dispatch("on_release")
         yield lambda: not app.busy
+        report = app.screen("report").report
         if not app.bundle_ready:
-            driver.fail(f"{app.bundle_problem_title} {app.bundle_problem_detail}".strip(), 2)
-        elif app.error_title:
-            driver.fail(f"{app.error_title} {app.error_detail}".strip(), 2 if app.error_code != "internal" else 1)
-        elif app.report is not None and app.report.flagged:
-            print(f"warning: {app.report.render_text().splitlines()[0]}", file=sys.stderr)
+            driver.fail(f"{main.bundle_problem_title} {main.bundle_problem_detail}".strip(), 2)
+        elif main.error_title:
+            driver.fail(f"{main.error_title} {main.error_detail}".strip(), 2 if main.error_code != "internal" else 1)
+        elif report is not None and report.flagged:
+            print(f"warning: {report.render_text().splitlines()[0]}", file=sys.stderr)
 
     return script
 
@@ -174,14 +181,22 @@ def _expect_failure(inner):
 
     def script(app, driver):
         yield from inner(app, driver)
-        shown = bool(app.error_title or app.bundle_problem_title) or (app.report is not None and app.report.flagged)
+        main, report = app.screen("main"), app.screen("report").report
+        shown = bool(main.error_title or main.bundle_problem_title) or (report is not None and report.flagged)
         driver.exit_code, driver.error = (0, "") if shown else (1, "expected an error on screen, none shown")
 
     return script
 
 
-def run(script, screenshot: str | Path | None, size: tuple[int, int] | None = None, bundle: str | None = None,
-        data_dir: str | None = None, timeout: float = 180.0, headless: bool = True) -> int:
+def run(
+    script,
+    screenshot: str | Path | None,
+    size: tuple[int, int] | None = None,
+    bundle: str | None = None,
+    data_dir: str | None = None,
+    timeout: float = 180.0,
+    headless: bool = True,
+) -> int:
     """Configure Kivy, run the app with `script`, return the exit code (errors printed to stderr).
     headless False: a normal window that stays open after the script (used by `edgecap app --image`)."""
     from edgecap.edge_app.boot import configure_kivy
@@ -213,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--timeout", type=float, default=180.0)
     a = p.parse_args(argv)
-    return run(scene_script(a.scene, a.image, a.lateral), a.screenshot, parse_size(a.size), a.bundle, a.data_dir,
-               a.timeout)
+    return run(
+        scene_script(a.scene, a.image, a.lateral), a.screenshot, parse_size(a.size), a.bundle, a.data_dir, a.timeout
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def view_maps(attention: np.ndarray, layout: dict, tokens: slice | None = None) 
     if att.shape[1] != per * len(views):
         return {}
     mean = att[tokens if tokens is not None else slice(None)].mean(axis=0)  # (N,)
-    maps = {v: mean[i * per:(i + 1) * per].reshape(grid, grid) for i, v in enumerate(views)}
+    maps = {v: mean[i * per : (i + 1) * per].reshape(grid, grid) for i, v in enumerate(views)}
     maps = {v: m for v, m in maps.items() if float(m.sum()) > MIN_MASS}
     top = max((float(m.max()) for m in maps.values()), default=0.0)
     if top <= 0.0:

@@ -1,12 +1,15 @@
 """Plain words for what the runtime reports: warning codes (runtime.report.Notice) and exceptions.
 
 Each message is (title, detail): the title is what a clinician reads first, in everyday words; the detail
-is the runtime's own sentence (numbers and thresholds), shown smaller beneath it. Device-safe, no Kivy.
+is the runtime's own sentence (numbers and thresholds), shown smaller beneath it. Also the small text helpers
+every screen uses: sentence (a manifest notice as a sentence) and short_path. Device-safe, no Kivy.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgecap.runtime.sanity import ASPECT, BLANK, DOCUMENT, NOT_CXR_CODES, NOT_GRAYSCALE
 
@@ -29,8 +32,9 @@ WARNING_TITLES = {
 }
 
 FLAGGED_TITLE = "Not a chest X-ray?"
-FLAGGED_NOTE = ("The model writes fluent text for any picture. The text below does not describe this image: "
-                "do not use it.")
+FLAGGED_NOTE = (
+    "The model writes fluent text for any picture. The text below does not describe this image: do not use it."
+)
 
 
 def warning_message(code: str, message: str) -> Message:
@@ -52,20 +56,28 @@ def error_message(exc: BaseException) -> Message:
             return Message("The file could not be found.", text, "error", "missing_file")
         if "DICOM" in text:
             return Message("This DICOM file could not be read.", text, "error", "unreadable_dicom")
-        return Message("This file could not be read as an image.",
-                       f"It may be damaged, cut short, or in a format the app does not open (PNG, JPEG and DICOM "
-                       f"work). {text}", "error", "unreadable_file")
+        return Message(
+            "This file could not be read as an image.",
+            f"It may be damaged, cut short, or in a format the app does not open (PNG, JPEG and DICOM work). {text}",
+            "error",
+            "unreadable_file",
+        )
     if isinstance(exc, BundleError):
-        return Message("The model bundle could not be loaded.",
-                       f"Choose another bundle in Settings or reinstall the app. {text}", "error", "bundle")
+        return Message(
+            "The model bundle could not be loaded.",
+            f"Choose another bundle in Settings or reinstall the app. {text}",
+            "error",
+            "bundle",
+        )
     if isinstance(exc, InterpreterUnavailable):
         return Message("No TFLite interpreter is installed.", text, "error", "interpreter")
     if isinstance(exc, CaptionError):
         return Message("This request cannot be served by the selected bundle.", text, "error", "request")
     if isinstance(exc, MemoryError):
         return Message("The device ran out of memory.", "Close other apps and try again.", "error", "memory")
-    return Message("Something went wrong while writing the report.", f"{type(exc).__name__}: {text}", "error",
-                   "internal")
+    return Message(
+        "Something went wrong while writing the report.", f"{type(exc).__name__}: {text}", "error", "internal"
+    )
 
 
 FINDING_WORDS = {"positive": "present", "negative": "absent", "uncertain": "uncertain"}
@@ -83,3 +95,19 @@ def finding_rows(findings: dict[str, str | None]) -> list[tuple[str, str]]:
     rows = [(name, value) for name, value in findings.items() if value in order]
     rows.sort(key=lambda r: order[r[1]])
     return [(name, (NO_FINDING_WORDS if name == no_finding else FINDING_WORDS)[value]) for name, value in rows]
+
+
+def sentence(text: str) -> str:
+    """'demonstration model' -> 'Demonstration model.' ('' stays '')."""
+    text = (text or "").strip()
+    if not text:
+        return ""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
+
+
+def short_path(path) -> str:
+    """'/home/pi/.config/edgecap' -> '~/.config/edgecap' (shorter on a phone, and no user name on screen)."""
+    text, home = str(path), str(Path.home())
+    inside = home not in ("", "/") and (text == home or text.startswith(home + os.sep))
+    return "~" + text[len(home) :] if inside else text

@@ -1,5 +1,5 @@
 """App settings (settings.json in the app's data folder) and the bundles the app can choose from.
-Device-safe: stdlib + runtime.manifest (reading a manifest loads no interpreter).
+Device-safe: stdlib, runtime.manifest (reading a manifest loads no interpreter), runtime.decoding.DEFAULT_BEAM.
 
 Bundles offered, in this order, each folder listed once:
     1. the one passed with `edgecap app --bundle PATH` (this session)
@@ -13,6 +13,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from edgecap.runtime.decoding import DEFAULT_BEAM
 
 SETTINGS_NAME = "settings.json"
 BEAMS = (1, 2, 3, 4, 5)  # beam sizes offered; 1 = greedy (fastest)
@@ -32,21 +34,25 @@ def default_threads() -> int:
 class AppSettings:
     bundle: str | None = None  # bundle folder; None: the first bundle offered (see module docstring)
     threads: int = 0  # interpreter threads; 0: default_threads()
-    beam: int = 3  # beam width of the decoder
+    beam: int = DEFAULT_BEAM  # beam width of the decoder
 
     def __post_init__(self):
         if not self.threads:
             self.threads = default_threads()
         self.threads = max(1, min(int(self.threads), max_threads()))
-        self.beam = int(self.beam) if int(self.beam) in BEAMS else 3
+        self.beam = int(self.beam) if int(self.beam) in BEAMS else DEFAULT_BEAM
 
     @classmethod
-    def load(cls, data_dir: str | Path) -> "AppSettings":
+    def load(cls, data_dir: str | Path) -> AppSettings:
         """Saved settings, or the defaults when the file is missing or unreadable (never fails)."""
         path = Path(data_dir) / SETTINGS_NAME
         try:
             d = json.loads(path.read_text())
-            return cls(bundle=d.get("bundle") or None, threads=int(d.get("threads") or 0), beam=int(d.get("beam", 3)))
+            return cls(
+                bundle=d.get("bundle") or None,
+                threads=int(d.get("threads") or 0),
+                beam=int(d.get("beam", DEFAULT_BEAM)),
+            )
         except (OSError, ValueError, TypeError, AttributeError):
             return cls()
 
@@ -112,7 +118,9 @@ def installed_bundles(data_dir: str | Path | None, extra: str | Path | None = No
     return out
 
 
-def active_bundle(settings: AppSettings, choices: list[BundleChoice], override: str | None = None) -> BundleChoice | None:
+def active_bundle(
+    settings: AppSettings, choices: list[BundleChoice], override: str | None = None
+) -> BundleChoice | None:
     """The bundle to run: --bundle for this session, else the saved choice if still offered, else the first."""
     if override:
         return next((c for c in choices if os.path.realpath(c.path) == os.path.realpath(override)), None)

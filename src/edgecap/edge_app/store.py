@@ -93,11 +93,21 @@ class HistoryStore:
             cur = self.db.execute(
                 "INSERT INTO reports (created, frontal_name, lateral_name, text, flagged, warnings, bundle, total_ms,"
                 " report_json, thumbnail, frontal_png, lateral_png) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (created, report.inputs.get("frontal") or "", report.inputs.get("lateral"), report.text,
-                 int(report.flagged), len(report.warnings), str(report.bundle.get("path", "")),
-                 float(report.timings.get("total_ms", 0.0)), report.to_json(), sqlite3.Binary(thumbnail),
-                 sqlite3.Binary(images["frontal"]),
-                 sqlite3.Binary(images["lateral"]) if images.get("lateral") else None))
+                (
+                    created,
+                    report.inputs.get("frontal") or "",
+                    report.inputs.get("lateral"),
+                    report.text,
+                    int(report.flagged),
+                    len(report.warnings),
+                    str(report.bundle.get("path", "")),
+                    float(report.timings.get("total_ms", 0.0)),
+                    report.to_json(),
+                    sqlite3.Binary(thumbnail),
+                    sqlite3.Binary(images["frontal"]),
+                    sqlite3.Binary(images["lateral"]) if images.get("lateral") else None,
+                ),
+            )
         return int(cur.lastrowid)
 
     _ITEM = "id, created, frontal_name, lateral_name, text, flagged, warnings, bundle, total_ms, thumbnail"
@@ -108,8 +118,9 @@ class HistoryStore:
         return [_item(r) for r in rows]
 
     def get(self, report_id: int) -> SavedReport | None:
-        row = self.db.execute(f"SELECT {self._ITEM}, report_json, frontal_png, lateral_png FROM reports WHERE id = ?",
-                              (report_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {self._ITEM}, report_json, frontal_png, lateral_png FROM reports WHERE id = ?", (report_id,)
+        ).fetchone()
         if row is None:
             return None
         images = {"frontal": bytes(row[11])}
@@ -129,6 +140,15 @@ class HistoryStore:
 
 
 def _item(r) -> HistoryItem:
-    return HistoryItem(id=int(r[0]), created=r[1], frontal_name=r[2], lateral_name=r[3], text=r[4],
-                       flagged=bool(r[5]), warnings=int(r[6]), bundle=r[7], total_ms=float(r[8]),
-                       thumbnail=bytes(r[9]))
+    return HistoryItem(
+        id=int(r[0]),
+        created=r[1],
+        frontal_name=r[2],
+        lateral_name=r[3],
+        text=r[4],
+        flagged=bool(r[5]),
+        warnings=int(r[6]),
+        bundle=r[7],
+        total_ms=float(r[8]),
+        thumbnail=bytes(r[9]),
+    )

@@ -35,6 +35,13 @@ def clinical_scores(references: dict[str, str], hypotheses: dict[str, str], labe
     per = {o: {**_prf(*c[:3]), "support": c[3]} for o, c in counts.items()}
     tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
     present = [o for o in OBSERVATIONS if counts[o][3] > 0]
-    macro = {k: sum(per[o][k] for o in present) / len(present) if present else 0.0 for k in ("precision", "recall", "f1")}
-    return {"micro": _prf(tp, fp, fn), "macro": macro, "per_observation": per, "macro_over": present,
-            "labeler": "edgecap rule-based labeler (CheXpert-proxy, positive vs rest)"}
+    macro = {
+        k: sum(per[o][k] for o in present) / len(present) if present else 0.0 for k in ("precision", "recall", "f1")
+    }
+    return {
+        "micro": _prf(tp, fp, fn),
+        "macro": macro,
+        "per_observation": per,
+        "macro_over": present,
+        "labeler": "edgecap rule-based labeler (CheXpert-proxy, positive vs rest)",
+    }

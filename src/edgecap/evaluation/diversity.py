@@ -1,6 +1,6 @@
 """Diversity of generated reports: the check for "the same report for every image" (pure Python).
 
-On IU X-Ray a near-constant "normal" report scores close to the state of the art on BLEU (docs ANCHORS),
+On IU X-Ray a near-constant "normal" report scores close to the state of the art on BLEU (docs/conventions.md),
 so every quality table also carries these numbers:
 
 * ``distinct_1`` / ``distinct_2``: unique n-grams / total n-grams over the whole corpus (corpus-level

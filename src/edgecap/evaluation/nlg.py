@@ -8,7 +8,7 @@
         model = scorer.score(references, model_reports)
         constant = scorer.score(references, [most_common_report] * len(references))
 
-Pipelines (the result's "pipeline" says which; ANCHORS: the two are NOT comparable):
+Pipelines (the result's "pipeline" says which; docs/conventions.md: the two are NOT comparable):
 
 * ``tokenize=True`` -> ``"pycocoevalcap+ptb"``: the standard COCO caption pipeline. References and
   hypotheses go through the Stanford PTB tokenizer shipped with pycocoevalcap (lower-cased, punctuation

@@ -159,8 +159,9 @@ def classify_term(term: str, mesh_map: Mapping, report_terms: Iterable[str] = ()
     return "other", [], label
 
 
-def reference_labels(terms: Iterable[str], mesh_map: Optional[Mapping] = None,
-                     no_finding_ignore: Iterable[str] = ("Support Devices",)) -> Optional[dict[str, Optional[int]]]:
+def reference_labels(
+    terms: Iterable[str], mesh_map: Optional[Mapping] = None, no_finding_ignore: Iterable[str] = ("Support Devices",)
+) -> Optional[dict[str, Optional[int]]]:
     """Reference labels from MeSH terms; None when the report has no usable annotation."""
     mesh_map = mesh_map or default_mesh_map()
     terms = [t for t in terms if t.strip()]
@@ -195,8 +196,9 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, f
 
 
-def compare(path: str | Path, labeler: Optional[Labeler] = None,
-            mesh_map: Optional[Mapping] = None) -> tuple[list[dict], dict]:
+def compare(
+    path: str | Path, labeler: Optional[Labeler] = None, mesh_map: Optional[Mapping] = None
+) -> tuple[list[dict], dict]:
     """Per-report rows (uid, text, terms, reference, predicted) for error analysis, plus counts."""
     labeler = labeler or Labeler.default()
     rows, counts = [], {"reports_read": 0, "no_text": 0, "no_reference": 0}
@@ -210,14 +212,22 @@ def compare(path: str | Path, labeler: Optional[Labeler] = None,
         if ref is None:
             counts["no_reference"] += 1
             continue
-        rows.append({"uid": rep.uid, "text": rep.text, "terms": rep.terms, "reference": ref,
-                     "predicted": labeler.label(rep.text)})
+        rows.append(
+            {
+                "uid": rep.uid,
+                "text": rep.text,
+                "terms": rep.terms,
+                "reference": ref,
+                "predicted": labeler.label(rep.text),
+            }
+        )
     counts["seconds"] = time.perf_counter() - t0
     return rows, counts
 
 
-def validate(csv_path: str | Path, labeler: Optional[Labeler] = None, mesh_map: Optional[Mapping] = None,
-             min_support: int = 30) -> dict:
+def validate(
+    csv_path: str | Path, labeler: Optional[Labeler] = None, mesh_map: Optional[Mapping] = None, min_support: int = 30
+) -> dict:
     """Per-observation precision / recall / F1 (positive vs the rest) and macro F1 over well-supported ones.
 
     ``csv_path``: indiana_reports.csv, or a folder holding it (or the Open-i XML archive / folder).
@@ -243,9 +253,18 @@ def validate(csv_path: str | Path, labeler: Optional[Labeler] = None, mesh_map: 
             ufp += upp and not urp
             ufn += urp and not upp
         p, rc, f = _prf(tp, fp, fn)
-        per[o] = {"support": tp + fn, "predicted": tp + fp, "tp": tp, "fp": fp, "fn": fn,
-                  "precision": p, "recall": rc, "f1": f, "fn_labelled_uncertain": pred_unc_on_pos,
-                  "u_ones_f1": _prf(utp, ufp, ufn)[2]}
+        per[o] = {
+            "support": tp + fn,
+            "predicted": tp + fp,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": p,
+            "recall": rc,
+            "f1": f,
+            "fn_labelled_uncertain": pred_unc_on_pos,
+            "u_ones_f1": _prf(utp, ufp, ufn)[2],
+        }
     macro_obs = [o for o in OBSERVATIONS if per[o]["support"] >= min_support]
     macro = sum(per[o]["f1"] for o in macro_obs) / len(macro_obs) if macro_obs else 0.0
     macro_all = sum(per[o]["f1"] for o in OBSERVATIONS if per[o]["support"] > 0)
@@ -271,14 +290,17 @@ def format_table(result: Mapping) -> str:
     lines = [
         f"{result['metric']}",
         f"source: {result['source']}  reports: {result['reports']} "
-        f"(left out: {result['left_out_no_text']} without text, {result['left_out_no_reference']} without MeSH reference)",
+        f"(left out: {result['left_out_no_text']} without text, "
+        f"{result['left_out_no_reference']} without MeSH reference)",
         "",
         f"{'observation':<28}{'support':>8}{'pred':>7}{'prec':>7}{'recall':>8}{'F1':>7}{'U-ones F1':>11}  in macro",
     ]
     for o, m in result["per_observation"].items():
         mark = "yes" if o in result["macro_observations"] else "-"
-        lines.append(f"{o:<28}{m['support']:>8}{m['predicted']:>7}{m['precision']:>7.3f}{m['recall']:>8.3f}"
-                     f"{m['f1']:>7.3f}{m['u_ones_f1']:>11.3f}  {mark}")
+        lines.append(
+            f"{o:<28}{m['support']:>8}{m['predicted']:>7}{m['precision']:>7.3f}{m['recall']:>8.3f}"
+            f"{m['f1']:>7.3f}{m['u_ones_f1']:>11.3f}  {mark}"
+        )
     lines += [
         "",
         f"macro F1 over {len(result['macro_observations'])} observations with >= {result['min_support']} "

@@ -43,7 +43,7 @@ def resolve_portable_path(value: str, relative_to: str | Path) -> Path:
     """The inverse of portable_path: "package:..." -> inside the installed package; a relative path -> below
     `relative_to`; an absolute path (written by an older edgecap) -> itself."""
     if value.startswith(PACKAGE_PREFIX):
-        return resources_dir().joinpath(*value[len(PACKAGE_PREFIX):].split("/"))
+        return resources_dir().joinpath(*value[len(PACKAGE_PREFIX) :].split("/"))
     p = Path(value)
     return p if p.is_absolute() else Path(relative_to) / p
 
@@ -52,8 +52,11 @@ def portable_text(text: str) -> str:
     """`text` with this machine's folders named portably: the package resources as "package:", the working
     folder as a relative path, the home folder as "~/". For results that get committed or shared (bench JSON,
     logged commands), so they never carry the machine's absolute paths."""
-    prefixes = [(str(resources_dir().resolve()) + os.sep, PACKAGE_PREFIX), (str(Path.cwd().resolve()) + os.sep, ""),
-                (str(Path.home().resolve()) + os.sep, "~" + os.sep)]
+    prefixes = [
+        (str(resources_dir().resolve()) + os.sep, PACKAGE_PREFIX),
+        (str(Path.cwd().resolve()) + os.sep, ""),
+        (str(Path.home().resolve()) + os.sep, "~" + os.sep),
+    ]
     for prefix, new in sorted(prefixes, key=lambda p: -len(p[0])):
         if len(prefix) > 1:  # never the root folder
             text = text.replace(prefix, new)

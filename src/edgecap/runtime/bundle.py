@@ -1,17 +1,17 @@
 """A converted bundle, loaded for inference through its manifest only. Device-safe.
 
     bundle = Bundle.load("bundles/demo", num_threads=2)
-    features = [bundle.encode(preprocess.load(path, bundle.image_size, bundle.mean, bundle.std))]
-    feats, mask = fuse_views(features, bundle.max_views)
+    feats, mask = encode_study_files(bundle, [frontal_path, lateral_path])   # runtime.study: (N, D), (N,)
     report = decode(bundle, feats, mask, bundle.special, bundle.max_len, beam=3)
 
 Every file's sha256 is checked against the manifest BEFORE an interpreter sees it: a truncated or
 tampered .tflite is a BundleError naming the file, never a crash inside the interpreter. Then each model's
 signature is checked against the tensors the manifest promises (names, shapes, dtypes).
 
-`Bundle` implements runtime.decoding.StepModel. The decoder step model takes a fixed number of rows
-(`step_batch`, 3 by default: a whole beam-3 step in one interpreter call; 1 in older bundles); `step` pads a
-smaller batch and splits a larger one. The shared features and mask are copied in once per report.
+`Bundle` implements runtime.decoding.StepModel and runtime.study.ImageEncoder. The decoder step model takes
+a fixed number of rows (the manifest's decoder.step_batch, 3 by default: a whole beam-3 step in one
+interpreter call; 1 in older bundles); `step` pads a smaller batch and splits a larger one. The shared
+features and mask are copied in once per report.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 class Bundle:
     """Encoder + decoder step + vocabulary of one bundle folder."""
 
-    def __init__(self, path: Path, manifest: Manifest, vocab: Vocabulary, encoder: SignatureModel,
-                 decoder: SignatureModel):
+    def __init__(
+        self, path: Path, manifest: Manifest, vocab: Vocabulary, encoder: SignatureModel, decoder: SignatureModel
+    ):
         self.path, self.manifest, self.vocab = path, manifest, vocab
         self.special = SpecialIds.from_vocab(vocab)
         i, d = manifest.input, manifest.decoder
@@ -51,23 +52,32 @@ class Bundle:
         self.max_len, self.hidden_size = d.max_len, d.hidden_size
         self.positions, self.feature_dim, self.vocab_size = d.positions_per_view, d.feature_dim, d.vocab_size
         self.interpreter_name = encoder.package
+        self.view_order = i.view_order  # slot names of the views (runtime.captioner.ReportModel)
+        self.info = {
+            "path": str(path),
+            "mode": manifest.mode,
+            "interpreter": encoder.package,
+            "notice": manifest.notice,
+            "edgecap_version": manifest.edgecap_version,
+        }
         self.encoder, self.decoder = encoder, decoder
         enc, dec = manifest.files["encoder"], manifest.files["decoder_step"]
         self._image = encoder.index(enc.inputs["image"].name)
         self._features_out = encoder.index(enc.outputs["features"].name, output=True)
         self._token, self._h, self._c, self._feats, self._mask = (
-            decoder.index(dec.inputs[r].name) for r in ("token", "h", "c", "features", "mask"))
+            decoder.index(dec.inputs[r].name) for r in ("token", "h", "c", "features", "mask")
+        )
         self._logits, self._h_out, self._c_out, self._att = (
-            decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention"))
+            decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention")
+        )
         self._bound: tuple = (None, None)  # the (features, mask) objects last copied into the decoder
-        # rows of one decoder call: B (convert.pipeline.STEP_BATCH, 3), or 1 in bundles converted before
-        # whole-beam steps. The features and mask inputs are always one study's: (1, N, D), (1, N).
-        self.step_batch = int(dec.inputs["token"].shape[0])
+        # rows of one decoder call (B); the features and mask inputs are always one study's: (1, N, D), (1, N)
+        self.step_batch = d.step_batch
         self._pad_buffers: tuple | None = None
 
     # ---- loading -----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, num_threads: int | None = None) -> "Bundle":
+    def load(cls, path: str | Path, num_threads: int | None = None) -> Bundle:
         """Bundle folder -> Bundle. Raises BundleError (missing / corrupt / mismatched files) or
         InterpreterUnavailable (no TFLite interpreter installed)."""
         root = Path(path)
@@ -77,11 +87,11 @@ class Bundle:
         except (ValueError, KeyError) as e:
             raise BundleError(f"{root / manifest.vocab.path}: {e}") from None
         if len(vocab) != manifest.decoder.vocab_size:
-            raise BundleError(f"{root}: vocab.json has {len(vocab)} tokens, the manifest says "
-                              f"{manifest.decoder.vocab_size}")
-        special = SpecialIds.from_vocab(vocab)
-        expected = {"bos": special.bos, "eos": special.eos, "sep": special.sep}
-        if any(manifest.special.get(k) != v for k, v in expected.items()):
+            raise BundleError(
+                f"{root}: vocab.json has {len(vocab)} tokens, the manifest says {manifest.decoder.vocab_size}"
+            )
+        expected = vocab.special_ids()
+        if any(manifest.special.get(k) != expected[k] for k in ("bos", "eos", "sep")):
             raise BundleError(f"{root}: special token ids in the manifest {manifest.special} do not match vocab.json")
         models = []
         for part in ("encoder", "decoder_step"):
@@ -133,16 +143,20 @@ class Bundle:
             self._pad(tokens, h, c, b)
             invoke()
             return get(self._logits)[:b], get(self._h_out)[:b], get(self._c_out)[:b], get(self._att)[:b]
-        parts = [self.step(tokens[i:i + rows], h[i:i + rows], c[i:i + rows], features, mask)
-                 for i in range(0, b, rows)]  # a beam wider than the model: several calls
+        parts = [
+            self.step(tokens[i : i + rows], h[i : i + rows], c[i : i + rows], features, mask) for i in range(0, b, rows)
+        ]  # a beam wider than the model: several calls
         return tuple(np.concatenate(x) for x in zip(*parts))
 
     def _pad(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, b: int) -> None:
         """Set the decoder's row inputs from b < step_batch rows (preallocated buffers, no per-step allocation)."""
         if self._pad_buffers is None:
             rows = self.step_batch
-            self._pad_buffers = (np.empty(rows, np.int32), np.empty((rows, self.hidden_size), np.float32),
-                                 np.empty((rows, self.hidden_size), np.float32))
+            self._pad_buffers = (
+                np.empty(rows, np.int32),
+                np.empty((rows, self.hidden_size), np.float32),
+                np.empty((rows, self.hidden_size), np.float32),
+            )
         for buf, src, index in zip(self._pad_buffers, (tokens, h, c), (self._token, self._h, self._c)):
             buf[:b] = src
             buf[b:] = src[b - 1]
@@ -172,12 +186,14 @@ def _check_file(root: Path, where: str, name: str, sha256: str, size: int) -> No
         raise BundleError(f"{path}: the {where} listed in the manifest is missing")
     actual = path.stat().st_size
     if actual != size:
-        raise BundleError(f"{path}: the {where} has {actual} bytes, the manifest says {size} "
-                          f"(truncated or replaced file)")
+        raise BundleError(
+            f"{path}: the {where} has {actual} bytes, the manifest says {size} (truncated or replaced file)"
+        )
     digest = sha256_file(path)
     if digest != sha256:
-        raise BundleError(f"{path}: sha256 mismatch for the {where} (corrupt or tampered file): "
-                          f"{digest} != manifest {sha256}")
+        raise BundleError(
+            f"{path}: sha256 mismatch for the {where} (corrupt or tampered file): {digest} != manifest {sha256}"
+        )
 
 
 def _check_signature(path: Path, f: ModelFile, model: SignatureModel) -> None:
@@ -187,5 +203,7 @@ def _check_signature(path: Path, f: ModelFile, model: SignatureModel) -> None:
             if got is None:
                 raise BundleError(f"{path}: no {kind} tensor {spec.name!r} ({role}); the model has {sorted(actual)}")
             if tuple(got["shape"]) != tuple(spec.shape) or got["dtype"] != spec.dtype:
-                raise BundleError(f"{path}: {kind} {spec.name!r} is {got['dtype']} {tuple(got['shape'])}, "
-                                  f"the manifest says {spec.dtype} {tuple(spec.shape)}")
+                raise BundleError(
+                    f"{path}: {kind} {spec.name!r} is {got['dtype']} {tuple(got['shape'])}, "
+                    f"the manifest says {spec.dtype} {tuple(spec.shape)}"
+                )

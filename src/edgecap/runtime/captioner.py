@@ -6,9 +6,12 @@
     report.to_json()                                 # runtime.report: the edgecap-report/1 schema
 
 Per view: runtime.preprocess.read_image (PNG 8/16-bit, JPEG, DICOM via runtime.dicom, bytes or arrays)
--> runtime.sanity.check (is it a chest X-ray at all?) -> runtime.preprocess.prepare -> Bundle.encode.
-Then runtime.study.fuse_views -> runtime.decoding.decode over Bundle.step -> vocab.render ->
+-> runtime.sanity.check (is it a chest X-ray at all?) -> runtime.preprocess.prepare -> model.encode.
+Then runtime.study.fuse_views -> runtime.decoding.decode over model.step -> vocab.render ->
 the rule-based labeler on the generated text -> Report. Each stage is timed.
+
+The model is a `ReportModel`: a TFLite bundle (runtime.bundle.Bundle), or the Keras model of a run
+(training.keras_step.KerasBundle: the reference, through the very same flow).
 
 An input that fails a sanity check is still captioned (the model's text is kept for inspection), but the
 report is `flagged` and its warnings say why: front ends must not show it as a report of the image.
@@ -20,16 +23,28 @@ import math
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 
 from edgecap.runtime import preprocess, sanity
-from edgecap.runtime.decoding import decode
-from edgecap.runtime.study import fuse_views
+from edgecap.runtime.decoding import SpecialIds, StepModel, decode
 from edgecap.runtime.report import Notice, Report, findings_from_labels
+from edgecap.runtime.study import ImageEncoder, fuse_views
+from edgecap.runtime.vocab import Vocabulary
 
 ImageInput = Union[str, Path, bytes, bytearray, memoryview, np.ndarray]
+
+
+class ReportModel(StepModel, ImageEncoder, Protocol):
+    """What a Captioner runs: an image encoder and a decoder step, plus what a report names."""
+
+    special: SpecialIds
+    max_len: int  # tokens per report, without <bos>/<eos>
+    vocab: Vocabulary
+    positions: int  # P: attention positions per view
+    view_order: tuple[str, ...]  # slot names of the views, frontal first
+    info: dict[str, Any]  # path, mode, interpreter, notice, edgecap_version: Report.bundle
 
 
 class CaptionError(ValueError):
@@ -53,19 +68,20 @@ def input_name(source: ImageInput) -> str:
 class Captioner:
     """A loaded bundle + labeler. Not thread-safe (one interpreter per bundle): one Captioner per thread."""
 
-    def __init__(self, bundle, labeler=None, check_inputs: bool = True):
+    def __init__(self, bundle: ReportModel, labeler=None, check_inputs: bool = True):
         from edgecap.labeler import Labeler
 
         self.bundle = bundle
         self.labeler = labeler if labeler is not None else Labeler.default()
         self.check_inputs = check_inputs
-        m = bundle.manifest
-        self.bundle_info = {"path": str(bundle.path), "mode": m.mode, "interpreter": bundle.interpreter_name,
-                            "notice": m.notice, "edgecap_version": m.edgecap_version}
+        self.bundle_info = dict(bundle.info)
         p = bundle.positions
         grid = math.isqrt(p)
-        self.attention_layout = {"views": list(m.input.view_order), "positions_per_view": p,
-                                 "grid": grid if grid * grid == p else None}
+        self.attention_layout = {
+            "views": list(bundle.view_order),
+            "positions_per_view": p,
+            "grid": grid if grid * grid == p else None,
+        }
 
     @classmethod
     def from_bundle(cls, path: str | Path | None = None, num_threads: int | None = None, **kwargs) -> "Captioner":
@@ -76,8 +92,10 @@ class Captioner:
         if path is None:
             path = default_bundle_path()
             if not (path / "manifest.json").is_file():
-                raise BundleError(f"no default bundle installed at {path}: pass a bundle folder (--bundle PATH, "
-                                  f"one with manifest.json), e.g. one made by `edgecap convert`")
+                raise BundleError(
+                    f"no default bundle installed at {path}: pass a bundle folder (--bundle PATH, "
+                    f"one with manifest.json), e.g. one made by `edgecap convert`"
+                )
         return cls(Bundle.load(path, num_threads=num_threads), **kwargs)
 
     def caption(self, frontal: ImageInput, lateral: ImageInput | None = None, beam: int = 3) -> Report:
@@ -96,8 +114,8 @@ class Captioner:
         start = time.perf_counter()
         warnings: list[Notice] = []
         stats: dict[str, dict | None] = {"frontal": None, "lateral": None}
-        views: list[np.ndarray | None] = []
-        for role, source in (("frontal", frontal), ("lateral", lateral)):
+        views: list[np.ndarray | None] = []  # (P, D) per view slot; fuse_views pads the slots not given
+        for role, source in (("frontal", frontal), ("lateral", lateral))[: b.max_views]:
             if source is None:
                 views.append(None)
                 continue
@@ -115,10 +133,13 @@ class Captioner:
             views.append(b.encode(prepared))  # (P, D)
             t4 = time.perf_counter()
             warnings += [Notice(code, msg) for code, msg in notes]
-            for key, dt in (("read_ms", t1 - t0), ("sanity_ms", t2 - t1), ("preprocess_ms", t3 - t2),
-                            ("encoder_ms", t4 - t3)):
+            for key, dt in (
+                ("read_ms", t1 - t0),
+                ("sanity_ms", t2 - t1),
+                ("preprocess_ms", t3 - t2),
+                ("encoder_ms", t4 - t3),
+            ):
                 t[key] += dt * 1e3
-        views += [None] * (b.max_views - len(views))
         features, mask = fuse_views(views, b.max_views)  # (N, D), (N,)
         t0 = time.perf_counter()
         decoded = decode(b, features, mask, b.special, b.max_len, beam=beam)
@@ -128,10 +149,18 @@ class Captioner:
         findings = {} if flagged else findings_from_labels(self.labeler.label(text))  # see Report.findings
         t2 = time.perf_counter()
         if not decoded.finished:
-            warnings.append(Notice("unfinished", f"the report reached the maximum length ({b.max_len} tokens) "
-                                                 f"before its end: it may be cut off"))
-        t.update(decoder_ms=(t1 - t0) * 1e3, labeler_ms=(t2 - t1) * 1e3, total_ms=(t2 - start) * 1e3,
-                 decoder_steps=decoded.steps)
+            warnings.append(
+                Notice(
+                    "unfinished",
+                    f"the report reached the maximum length ({b.max_len} tokens) before its end: it may be cut off",
+                )
+            )
+        t.update(
+            decoder_ms=(t1 - t0) * 1e3,
+            labeler_ms=(t2 - t1) * 1e3,
+            total_ms=(t2 - start) * 1e3,
+            decoder_steps=decoded.steps,
+        )
         return Report(
             text=text,
             tokens=b.vocab.decode(decoded.ids),

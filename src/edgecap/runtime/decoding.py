@@ -1,6 +1,6 @@
 """The one decode loop: greedy and beam search over a step protocol.
 
-Both the Keras reference (training.keras_step) and every TFLite bundle (runtime interpreter) implement
+Both the Keras reference (training.keras_step.KerasBundle) and every TFLite bundle (runtime.bundle) implement
 `StepModel`, so any difference between their reports comes from conversion alone, never from two loops.
 
 Shapes: N = attention positions (views x grid x grid), D = feature size, H = LSTM size, V = vocabulary,
@@ -10,6 +10,7 @@ B = beams decoded together.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,13 +53,20 @@ class SpecialIds:
     sep: int = -1  # the sentence separator "." (exempt from trigram blocking), -1 if none
 
     @classmethod
-    def from_vocab(cls, vocab) -> "SpecialIds":
-        return cls(vocab.bos_id, vocab.eos_id, (vocab.pad_id, vocab.bos_id, vocab.unk_id), vocab.index.get(".", -1))
+    def from_ids(cls, ids: Mapping[str, int]) -> SpecialIds:
+        """A manifest's "special" object {pad, bos, eos, unk, sep} (runtime.vocab.Vocabulary.special_ids)."""
+        return cls(ids["bos"], ids["eos"], (ids["pad"], ids["bos"], ids["unk"]), ids.get("sep", -1))
+
+    @classmethod
+    def from_vocab(cls, vocab) -> SpecialIds:
+        return cls.from_ids(vocab.special_ids())
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, in the dtype of `logits` (callers wanting float64 pass it)."""
+    z = logits - logits.max(axis=-1, keepdims=True)  # a new array
+    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z
 
 
 def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: SpecialIds, max_len: int) -> Decoded:
@@ -66,7 +74,9 @@ def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: Sp
     h = np.zeros((1, model.hidden_size), np.float32)
     c = np.zeros_like(h)
     token = np.array([special.bos], np.int32)
-    ids, atts, logprob = [], [], 0.0
+    ids: list[int] = []
+    atts: list[np.ndarray] = []
+    logprob = 0.0
     banned = list(special.banned)
     for t in range(max_len + 1):
         logits, h, c, att = model.step(token, h, c, features, mask)
@@ -75,7 +85,7 @@ def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: Sp
         if t == max_len:  # out of room: only <eos> may follow
             break
         nxt = int(np.argmax(logits))
-        logprob += float(_log_softmax(logits)[nxt])
+        logprob += float(log_softmax(logits)[nxt])
         if nxt == special.eos:
             return Decoded(ids, _stack(atts, mask), logprob, t + 1)
         ids.append(nxt)
@@ -118,9 +128,7 @@ def beam_search(
     for t in range(max_len + 1):
         logits, h, c, att = model.step(tokens, h, c, features, mask)
         steps += 1
-        z = logits - logits.max(axis=1, keepdims=True)  # (B, V) in the step's dtype; a new array
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))  # log-softmax
-        cand = z + scores  # (B, V) float64: hypothesis score + log-probability of each next token
+        cand = log_softmax(logits) + scores  # (B, V) float64: hypothesis score + log-probability of each token
         cand[:, banned] = -np.inf
         if block_trigrams and t >= 3:
             for b, s in enumerate(seqs):

@@ -21,6 +21,7 @@ error names the transfer syntax and the packages to install. Device-safe: numpy 
 from __future__ import annotations
 
 import io
+
 import numpy as np
 
 from edgecap.runtime.errors import ImageError
@@ -52,16 +53,19 @@ def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | No
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if not has_dicom_magic(data):
             raise ImageError(f"{name}: not a DICOM file (no 'DICM' mark, no DICOM image data)")
-        raise ImageError(f"{name}: DICOM file without pixel data (a report, a structured document or a series "
-                         f"index, not an image)")
+        raise ImageError(
+            f"{name}: DICOM file without pixel data (a report, a structured document or a series index, not an image)"
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     syntax = _transfer_syntax(ds)
     try:
         arr = pixel_array(ds, index=0 if frames > 1 else None)
     except (NotImplementedError, RuntimeError) as e:
         if syntax is not None and syntax.is_compressed:
-            raise ImageError(f"{name}: DICOM pixel data compressed as {syntax.name} ({syntax}) and no decoder for "
-                             f"it is installed: {_CODEC_HINT}") from None
+            raise ImageError(
+                f"{name}: DICOM pixel data compressed as {syntax.name} ({syntax}) and no decoder for "
+                f"it is installed: {_CODEC_HINT}"
+            ) from None
         raise ImageError(f"{name}: cannot decode the DICOM pixel data ({e})") from None
     except Exception as e:  # truncated pixel data, inconsistent Rows/Columns, ...
         raise ImageError(f"{name}: cannot decode the DICOM pixel data ({type(e).__name__}: {e})") from None
@@ -75,7 +79,7 @@ def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | No
             rgb = apply_color_lut(arr, ds)
         except Exception as e:
             raise ImageError(f"{name}: invalid DICOM palette ({type(e).__name__}: {e})") from None
-        return (rgb.astype(np.float32) / float(np.iinfo(rgb.dtype).max if rgb.dtype.kind == "u" else 1.0))
+        return rgb.astype(np.float32) / float(np.iinfo(rgb.dtype).max if rgb.dtype.kind == "u" else 1.0)
     if arr.ndim == 3 and arr.shape[-1] == 3:  # colour (pydicom returns RGB)
         bits = int(ds.get("BitsStored", 8) or 8)
         return np.clip(arr.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)

@@ -5,7 +5,7 @@ TensorFlow's tf.lite (TensorFlow is imported only in that last fallback). Device
     model.set("token", tokens); ...; model.invoke(); logits = model.get("logits")
 
 Tensors are matched by signature name, never by position: the converter orders inputs its own way, and
-h and c have the same shape, so a positional swap would run silently and wrongly (TOOLCHAIN.md).
+h and c have the same shape, so a positional swap would run silently and wrongly (docs/toolchain.md).
 
 Speed: a SignatureRunner call resizes and re-allocates every input on every call. A decoder runs ~60
 steps per report (x beams), so `SignatureModel` resolves each signature name to its tensor index once and
@@ -69,8 +69,9 @@ class SignatureModel:
         # The signature's tensors must be the primary subgraph's, which set_tensor / invoke / get_tensor act on.
         primary_in = {d["index"] for d in interpreter.get_input_details()}
         primary_out = {d["index"] for d in interpreter.get_output_details()}
-        if {d["index"] for d in self.inputs.values()} != primary_in or \
-                {d["index"] for d in self.outputs.values()} != primary_out:
+        if {d["index"] for d in self.inputs.values()} != primary_in or {
+            d["index"] for d in self.outputs.values()
+        } != primary_out:
             raise ValueError("the signature does not run the primary subgraph")
         del runner  # a live runner holds the interpreter's buffers and blocks invoke()
         interpreter.allocate_tensors()

@@ -1,20 +1,42 @@
 """The bundle contract: `manifest.json` beside the model files. Device-safe (stdlib only).
 
-A bundle folder holds
+A bundle folder holds (S image size, P positions per view, D feature size, N = max_views * P, H LSTM size,
+V vocabulary, B = decoder.step_batch rows per decoder call)
 
-    manifest.json                  this schema (format "edgecap-bundle/1")
+    manifest.json                  this schema (format "edgecap-bundle/1"), written by convert.bundle_writer
     encoder_<suffix>.tflite        one view: image (1, S, S, 3) float32 -> features (1, P, D)
-    decoder_step_<suffix>.tflite   token (1,) int32, h, c (1, H), features (1, N, D), mask (1, N)
-                                   -> logits (1, V), h_out, c_out (1, H), attention (1, N)
+    decoder_step_<suffix>.tflite   token (B,) int32, h, c (B, H), features (1, N, D), mask (1, N)
+                                   -> logits (B, V), h_out, c_out (B, H), attention (B, N)
     vocab.json                     runtime.vocab.Vocabulary
 
-Everything a runtime needs (file names and checksums, tensor names, image size and normalisation, views,
-decoder sizes, special token ids) is read from the manifest; the runtime holds no model constants.
-`calibration` and `verification` are reports of how the bundle was made and checked (written by
-edgecap.convert); a runtime does not need them, so their inner keys are documented, not enforced.
+The manifest's fields and who reads them:
+
+    format, edgecap_version, created   Manifest.load refuses another format id; the rest is shown in reports
+    mode, mode_settings, notice        the convert.modes row the bundle was made with (`bundle compare` takes
+                                       its tie margin by mode name, the tflite-runtime 2.14 check reads
+                                       mode_settings' thresholds); the notice is shown by every front end
+    files.encoder, files.decoder_step  runtime.bundle: file name, sha256 and size (checked before an interpreter
+                                       sees the file), tensor role -> signature name, shape and dtype (checked
+                                       against the loaded model); ops, op_versions and min_runtime for people
+    vocab                              runtime.bundle: vocab.json's name, sha256 and size
+    input                              image size, mean, std (runtime.preprocess), max_views and view_order
+                                       (runtime.study.fuse_views, the report's attention layout)
+    decoder                            max_len, hidden_size, positions_per_view, feature_dim, vocab_size,
+                                       attention_positions (= max_views * positions_per_view) and step_batch
+                                       (B above; runtime.bundle.Bundle.step pads or splits other batches)
+    special                            pad, bos, eos, unk, sep ids (runtime.vocab.Vocabulary.special_ids);
+                                       runtime.bundle checks them against vocab.json
+    runtime                            which interpreters load the files (tflite_runtime_2_14, oldest, ...)
+    source                             the run: path, config_hash, config, weights, weights_sha256 (the bench
+                                       and `bundle compare` match a bundle to its reference run with them)
+    calibration, verification          reports of how edgecap.convert made and checked the bundle; a runtime
+                                       does not need them, so their inner keys are documented, not enforced
+
+Everything a runtime needs is read from the manifest; the runtime holds no model constants.
 
 Compatibility: readers accept any "edgecap-bundle/1" manifest and ignore keys they do not know; a change
-that an old reader would misread gets a new format id.
+that an old reader would misread gets a new format id. A manifest written before decoder.step_batch existed
+gets it from the decoder step's token input shape (B), which is what that field records.
 """
 
 from __future__ import annotations
@@ -81,6 +103,7 @@ class DecoderSpec:
     feature_dim: int  # D
     attention_positions: int  # N = max_views * P
     vocab_size: int  # V
+    step_batch: int  # B: rows of one decoder_step call (convert.pipeline.STEP_BATCH; 1 in the oldest bundles)
 
 
 @dataclass(frozen=True)
@@ -123,7 +146,7 @@ class Manifest:
         return path
 
     @classmethod
-    def from_json(cls, d: Any) -> "Manifest":
+    def from_json(cls, d: Any) -> Manifest:
         if not isinstance(d, dict):
             raise ManifestError("manifest: expected a JSON object")
         fmt = d.get("format")
@@ -131,17 +154,27 @@ class Manifest:
             raise ManifestError(f"manifest: format {fmt!r} is not {FORMAT!r} (made by another edgecap version?)")
         try:
             known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+            files = {part: _model_file(part, f) for part, f in _dict(d, "files").items()}
             m = cls(
-                edgecap_version=_str(d, "edgecap_version"), created=_str(d, "created"), mode=_str(d, "mode"),
-                mode_settings=_dict(d, "mode_settings"), notice=_str(d, "notice"),
-                files={part: _model_file(part, f) for part, f in _dict(d, "files").items()},
+                edgecap_version=_str(d, "edgecap_version"),
+                created=_str(d, "created"),
+                mode=_str(d, "mode"),
+                mode_settings=_dict(d, "mode_settings"),
+                notice=_str(d, "notice"),
+                files=files,
                 vocab=FileRef(**_fields(_dict(d, "vocab"), FileRef, "vocab")),
-                input=InputSpec(**{**_fields(_dict(d, "input"), InputSpec, "input"),
-                                   "view_order": tuple(_dict(d, "input")["view_order"])}),
-                decoder=DecoderSpec(**_fields(_dict(d, "decoder"), DecoderSpec, "decoder")),
+                input=InputSpec(
+                    **{
+                        **_fields(_dict(d, "input"), InputSpec, "input"),
+                        "view_order": tuple(_dict(d, "input")["view_order"]),
+                    }
+                ),
+                decoder=DecoderSpec(**_fields(_decoder(d, files), DecoderSpec, "decoder")),
                 special={k: int(v) for k, v in _dict(d, "special").items()},
-                runtime=_dict(d, "runtime"), source=_dict(d, "source"),
-                calibration=d.get("calibration"), verification=d.get("verification"),
+                runtime=_dict(d, "runtime"),
+                source=_dict(d, "source"),
+                calibration=d.get("calibration"),
+                verification=d.get("verification"),
                 extra={k: v for k, v in d.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -152,7 +185,7 @@ class Manifest:
         return m
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Manifest":
+    def load(cls, folder: str | Path) -> Manifest:
         """Read and validate <folder>/manifest.json (a path to the file itself is accepted too)."""
         path = Path(folder)
         if path.is_dir():
@@ -197,6 +230,13 @@ class Manifest:
             raise ManifestError("manifest: input needs size > 0, channels 3, std != 0, max_views >= 1")
         if dec.attention_positions != i.max_views * dec.positions_per_view:
             raise ManifestError("manifest: decoder.attention_positions != input.max_views * positions_per_view")
+        if dec.step_batch < 1:
+            raise ManifestError("manifest: decoder.step_batch must be >= 1")
+        token = self.files["decoder_step"].inputs["token"].shape
+        if tuple(token[:1]) != (dec.step_batch,):
+            raise ManifestError(
+                f"manifest: decoder.step_batch {dec.step_batch} != the decoder step's token rows {tuple(token)}"
+            )
         for key in ("pad", "bos", "eos", "unk"):
             if not 0 <= self.special.get(key, -1) < dec.vocab_size:
                 raise ManifestError(f"manifest: special.{key} missing or outside the vocabulary")
@@ -218,6 +258,15 @@ def _dict(d: dict, key: str) -> dict:
     return v
 
 
+def _decoder(d: dict, files: dict[str, ModelFile]) -> dict:
+    """The decoder object; step_batch, when absent (older bundles), from the decoder step's token input (B,)."""
+    dec = _dict(d, "decoder")
+    if "step_batch" in dec:
+        return {**dec, "step_batch": int(dec["step_batch"])}
+    token = files["decoder_step"].inputs.get("token") if "decoder_step" in files else None
+    return {**dec, "step_batch": token.shape[0] if token is not None and token.shape else 0}
+
+
 def _fields(d: dict, cls, where: str) -> dict:
     names = set(cls.__dataclass_fields__)
     lacking = names - set(d)
@@ -227,14 +276,21 @@ def _fields(d: dict, cls, where: str) -> dict:
 
 
 def _tensors(d: dict) -> dict[str, TensorSpec]:
-    return {role: TensorSpec(str(t["name"]), tuple(int(s) for s in t["shape"]), str(t["dtype"]))
-            for role, t in d.items()}
+    return {
+        role: TensorSpec(str(t["name"]), tuple(int(s) for s in t["shape"]), str(t["dtype"])) for role, t in d.items()
+    }
 
 
 def _model_file(part: str, d: dict) -> ModelFile:
     f = _fields(d, ModelFile, f"files.{part}")
     return ModelFile(
-        path=str(f["path"]), sha256=str(f["sha256"]), bytes=int(f["bytes"]), precision=str(f["precision"]),
-        ops=tuple(f["ops"]), op_versions={str(k): int(v) for k, v in f["op_versions"].items()},
-        min_runtime=dict(f["min_runtime"]), inputs=_tensors(f["inputs"]), outputs=_tensors(f["outputs"]),
+        path=str(f["path"]),
+        sha256=str(f["sha256"]),
+        bytes=int(f["bytes"]),
+        precision=str(f["precision"]),
+        ops=tuple(f["ops"]),
+        op_versions={str(k): int(v) for k, v in f["op_versions"].items()},
+        min_runtime=dict(f["min_runtime"]),
+        inputs=_tensors(f["inputs"]),
+        outputs=_tensors(f["outputs"]),
     )

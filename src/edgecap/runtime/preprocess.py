@@ -30,7 +30,9 @@ cv2.setNumThreads(1)  # predictable latency on small devices; batch parallelism 
 __all__ = ["ImageError", "read_image", "to_gray", "resize_square", "normalize", "prepare", "load"]
 
 
-def read_image(source: str | Path | bytes | np.ndarray, notes: list[tuple[str, str]] | None = None) -> np.ndarray:
+def read_image(
+    source: str | Path | bytes | bytearray | memoryview | np.ndarray, notes: list[tuple[str, str]] | None = None
+) -> np.ndarray:
     """Decode PNG (8- or 16-bit), JPEG, BMP, TIFF or DICOM.
 
     Returns (H, W) or (H, W, 3) RGB: uint8 or uint16 as stored; float32 in [0, 1] for DICOM, already

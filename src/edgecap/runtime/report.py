@@ -73,8 +73,10 @@ class Report:
         if not self.flagged:
             return self.text
         reasons = "; ".join(w.message for w in self.warnings if w.code in NOT_CXR_CODES)
-        return (f"NOT A CHEST X-RAY? {reasons}.\nThe generated text below is kept for inspection only; it does not "
-                f"describe this image:\n{self.text}")
+        return (
+            f"NOT A CHEST X-RAY? {reasons}.\nThe generated text below is kept for inspection only; it does not "
+            f"describe this image:\n{self.text}"
+        )
 
     def to_dict(self, attention_decimals: Optional[int] = 4, attention: bool = True) -> dict[str, Any]:
         """JSON-ready dict. attention_decimals None keeps full float32 precision; attention False drops it."""
@@ -92,18 +94,21 @@ class Report:
                 att = np.round(att, attention_decimals)
             d["attention"] = att.tolist()
             d["attention_layout"] = dict(self.attention_layout)
-        d.update({
-            "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()},
-            "beam": self.beam,
-            "finished": self.finished,
-            "inputs": dict(self.inputs),
-            "image_stats": self.image_stats,
-            "bundle": dict(self.bundle),
-        })
+        d.update(
+            {
+                "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()},
+                "beam": self.beam,
+                "finished": self.finished,
+                "inputs": dict(self.inputs),
+                "image_stats": self.image_stats,
+                "bundle": dict(self.bundle),
+            }
+        )
         return d
 
-    def to_json(self, indent: Optional[int] = None, attention_decimals: Optional[int] = 4,
-                attention: bool = True) -> str:
+    def to_json(
+        self, indent: Optional[int] = None, attention_decimals: Optional[int] = 4, attention: bool = True
+    ) -> str:
         return json.dumps(self.to_dict(attention_decimals, attention), indent=indent)
 
     @classmethod

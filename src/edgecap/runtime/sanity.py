@@ -90,17 +90,37 @@ def check(image: np.ndarray, thresholds: Thresholds = DEFAULT) -> tuple[list[tup
     t = thresholds
     out = []
     if s.colour_share > t.colour_share:
-        out.append((NOT_GRAYSCALE, f"is a colour image: {s.colour_share:.0%} of pixels are coloured (red, green and "
-                                   f"blue differ by more than {t.chroma:.2f}); radiographs are grey"))
+        out.append(
+            (
+                NOT_GRAYSCALE,
+                f"is a colour image: {s.colour_share:.0%} of pixels are coloured (red, green and "
+                f"blue differ by more than {t.chroma:.2f}); radiographs are grey",
+            )
+        )
     if s.spread < t.blank_spread:
-        out.append((BLANK, f"is blank or constant: its grey levels span {s.spread:.3f} of the range between "
-                           f"the 1st and 99th percentile (below {t.blank_spread})"))
+        out.append(
+            (
+                BLANK,
+                f"is blank or constant: its grey levels span {s.spread:.3f} of the range between "
+                f"the 1st and 99th percentile (below {t.blank_spread})",
+            )
+        )
     elif s.sharp_share >= t.document_sharp and s.median >= t.document_median:
-        out.append((DOCUMENT, f"looks like a document: a light page (median grey {s.median:.2f}) with dense sharp "
-                              f"strokes ({s.sharp_share:.0%} of pixels on sharp edges; X-rays have under 3 %)"))
+        out.append(
+            (
+                DOCUMENT,
+                f"looks like a document: a light page (median grey {s.median:.2f}) with dense sharp "
+                f"strokes ({s.sharp_share:.0%} of pixels on sharp edges; X-rays have under 3 %)",
+            )
+        )
     if s.aspect > t.aspect_max or s.aspect < 1.0 / t.aspect_max:
-        out.append((ASPECT, f"has an unusual shape: width / height = {s.aspect:.2f}; chest X-rays lie between "
-                            f"{1 / t.aspect_max:.2f} and {t.aspect_max:.1f}"))
+        out.append(
+            (
+                ASPECT,
+                f"has an unusual shape: width / height = {s.aspect:.2f}; chest X-rays lie between "
+                f"{1 / t.aspect_max:.2f} and {t.aspect_max:.1f}",
+            )
+        )
     return out, s
 
 

@@ -4,9 +4,9 @@ Rules, applied in this order (R2Gen's `clean_report_iu_xray`, with the deviation
 
 1. Missing text (None, NaN, whitespace) becomes the empty report "".
 2. The anonymisation mark: IU X-Ray replaces names, dates and some words with "XXXX" (also glued, as in
-   "x-XXXX"; a word glued to the mark by a hyphen is part of the mark). With `xxxx="keep"` every run of marks ("XXXX XXXX") becomes ONE token `xxxx` *(R2Gen keeps
-   one token per mark)*, so the model can learn where text was redacted without stuttering; with
-   `xxxx="drop"` the marks are removed and the model can never generate them.
+   "x-XXXX"; a word glued to the mark by a hyphen is part of the mark). With `xxxx="keep"` every run of marks
+   ("XXXX XXXX") becomes ONE token `xxxx` *(R2Gen keeps one token per mark)*, so the model can learn where
+   text was redacted without stuttering; with `xxxx="drop"` the marks are removed and the model can never generate them.
 3. List numbering ("1. ", " 2. ") is removed. Decimals ("2.5 cm") and ordinals ("5th") are kept.
 4. Lowercase.
 5. Sentences are split at "." followed by whitespace or the end of the text (this also absorbs R2Gen's
@@ -60,7 +60,8 @@ def tokenize(cleaned: str) -> list[str]:
 
 def render_report(tokens: list[str]) -> str:
     """Human-readable text from tokens: sentences capitalised, "." attached. "a b . c ." -> "A b. C." """
-    sentences, current = [], []
+    sentences: list[str] = []
+    current: list[str] = []
     for tok in tokens:
         if tok == ".":
             if current:

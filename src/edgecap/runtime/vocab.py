@@ -2,6 +2,8 @@
 
 Ids 0..3 are the specials <pad>, <bos>, <eos>, <unk>; then training tokens seen at least `min_count`
 times, most frequent first (ties alphabetical), so the same training text always gives the same ids.
+`special_ids()` is the one derivation of the ids the decode loop and a bundle's manifest name (the sentence
+separator "." among them, exempt from trigram blocking).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from edgecap.runtime.text import render_report, tokenize
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
+SEP = "."  # the sentence separator token (runtime.text joins sentences with " . ")
 FORMAT = "edgecap-vocab/1"
 
 
@@ -31,7 +34,7 @@ class Vocabulary:
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(4)
 
     @classmethod
-    def build(cls, cleaned_reports: Iterable[str], min_count: int = 3) -> "Vocabulary":
+    def build(cls, cleaned_reports: Iterable[str], min_count: int = 3) -> Vocabulary:
         """From cleaned training reports (see runtime.text.clean_report)."""
         counts = Counter(tok for report in cleaned_reports for tok in tokenize(report))
         kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
@@ -40,6 +43,17 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def special_ids(self) -> dict[str, int]:
+        """{pad, bos, eos, unk, sep}: a manifest's "special" object; sep is -1 when "." is not a token.
+        runtime.decoding.SpecialIds.from_ids reads it."""
+        return {
+            "pad": self.pad_id,
+            "bos": self.bos_id,
+            "eos": self.eos_id,
+            "unk": self.unk_id,
+            "sep": self.index.get(SEP, -1),
+        }
 
     def encode(self, cleaned: str, max_len: int | None = None) -> list[int]:
         """Cleaned report -> ids (no <bos>/<eos>), unknown words -> <unk>, cut to max_len."""
@@ -69,7 +83,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Vocabulary":
+    def load(cls, path: Path) -> Vocabulary:
         d = json.loads(Path(path).read_text())
         if d.get("format") != FORMAT:
             raise ValueError(f"{path}: not an edgecap vocabulary (format {d.get('format')!r})")

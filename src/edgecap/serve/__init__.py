@@ -1,9 +1,17 @@
 """`edgecap serve`: the device-safe runtime as a local HTTP API (FastAPI + uvicorn, never TensorFlow).
 
-    settings  Settings: bind address, API key, workers, queue, limits (one frozen record)
-    limits    request size / deadline middleware, image header checks, the worker pool, problem responses
-    app       create_app(settings) -> FastAPI: POST /v1/reports, GET /v1/bundle, GET /v1/health, /docs
-    cli       the `edgecap serve` command
+    settings        Settings: bind address, API key, workers, queue, limits (one frozen record)
+    app             create_app(settings) -> FastAPI: composes the pieces below
+    routes          POST /v1/reports, GET /v1/bundle, GET /v1/health, and the report job a worker runs
+    guards          before the body is read: API key, upload content type, admission to the pool
+    pool            InferencePool: worker threads, one Captioner each, a bounded FIFO queue (503 when full)
+    image_check     an upload's format (magic bytes) and pixel count (header) before decoding: 415 / 413
+    middleware      RequestLimits: body size (413), deadline (504 / 408), request id, access log
+    problems        Problem: every error as application/problem+json (RFC 9457)
+    error_handlers  exceptions -> problem responses (validation 422, 404, 405, 500)
+    openapi         response shapes and security schemes of /openapi.json
+    swagger         /docs from local Swagger UI files (never a CDN)
 
-Install with `pip install 'edgecap[serve]'`; docs/serve.md has the API, the status codes and the limits.
+The `edgecap serve` command is edgecap/cli/serve.py. Install with `pip install 'edgecap[serve]'`; docs/serve.md
+has the API, the status codes and the limits.
 """

@@ -14,7 +14,6 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 MIN_KEY_CHARS = 16  # a shorter key is guessable; `openssl rand -hex 32` gives 64
 
@@ -25,12 +24,12 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    bundle: Optional[Path] = None  # bundle folder; None: the default bundle shipped with edgecap
+    bundle: Path | None = None  # bundle folder; None: the default bundle shipped with edgecap
     host: str = "127.0.0.1"  # bind address; anything but loopback needs api_key
     port: int = 8000
-    api_key: Optional[str] = None  # when set, every route but /v1/health, /openapi.json and /docs needs it
+    api_key: str | None = None  # when set, every route but /v1/health, /openapi.json and /docs needs it
     workers: int = 1  # inference threads, each with its own Captioner (a TFLite interpreter is not thread-safe)
-    threads: Optional[int] = None  # interpreter threads per worker (None: the interpreter's default)
+    threads: int | None = None  # interpreter threads per worker (None: the interpreter's default)
     queue_size: int = 16  # requests that may wait for a worker; beyond workers + queue_size: 503 + Retry-After
     timeout_s: float = 30.0  # per request, from its first byte to its answer: 504 (408 while the upload lasts)
     max_request_bytes: int = 20 * 1024 * 1024  # whole request body (multipart framing included): 413
@@ -74,9 +73,11 @@ def is_loopback(host: str) -> bool:
 def check_bind(settings: Settings) -> None:
     """Refuse to serve patient data beyond this machine without an API key."""
     if not is_loopback(settings.host) and not settings.api_key:
-        raise SettingsError(f"refusing to listen on {settings.host!r} without an API key: a non-loopback address "
-                            f"is reachable from other machines. Pass --api-key-file FILE (e.g. made with "
-                            f"`openssl rand -hex 32 > FILE`), or keep the default --host 127.0.0.1")
+        raise SettingsError(
+            f"refusing to listen on {settings.host!r} without an API key: a non-loopback address "
+            f"is reachable from other machines. Pass --api-key-file FILE (e.g. made with "
+            f"`openssl rand -hex 32 > FILE`), or keep the default --host 127.0.0.1"
+        )
 
 
 def read_api_key(path: Path) -> tuple[str, list[str]]:
@@ -97,8 +98,10 @@ def read_api_key(path: Path) -> tuple[str, list[str]]:
     if not key.isascii() or not key.isprintable():
         raise SettingsError(f"{path}: the API key must be printable ASCII (it travels in an HTTP header)")
     if len(key) < MIN_KEY_CHARS:
-        raise SettingsError(f"{path}: the API key has {len(key)} characters, at least {MIN_KEY_CHARS} are needed "
-                            f"(e.g. `openssl rand -hex 32 > {path}`)")
+        raise SettingsError(
+            f"{path}: the API key has {len(key)} characters, at least {MIN_KEY_CHARS} are needed "
+            f"(e.g. `openssl rand -hex 32 > {path}`)"
+        )
     warnings = []
     if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(f"{path}: the API key file is readable by other users (chmod 600 {path})")

@@ -39,8 +39,9 @@ def rotation_matrix(center: tuple[float, float], angle_deg: float, scale: float)
     a = np.deg2rad(angle_deg)
     alpha, beta = scale * np.cos(a), scale * np.sin(a)
     cx, cy = center
-    return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy],
-                     [-beta, alpha, beta * cx + (1 - alpha) * cy]], np.float64)
+    return np.array(
+        [[alpha, beta, (1 - alpha) * cx - beta * cy], [-beta, alpha, beta * cx + (1 - alpha) * cy]], np.float64
+    )
 
 
 def warp_affine(image: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Studies -> training examples and fixed-shape batches.
 
-    tokens  (B, T+1) int32: <bos> w1 .. wn <pad>...        T = text.max_len
-    targets (B, T+1) int32: w1 .. wn <eos> <pad>...        (loss ignores <pad>)
-    x       (B, V, S, S, 3) float32 images, or (B, V, P, C) float16 cached CNN maps (frozen encoder)
-    view_mask (B, V) float32: 1 where the view exists
+tokens  (B, T+1) int32: <bos> w1 .. wn <pad>...        T = text.max_len
+targets (B, T+1) int32: w1 .. wn <eos> <pad>...        (loss ignores <pad>)
+x       (B, V, S, S, 3) float32 images, or (B, V, P, C) float16 cached CNN maps (frozen encoder)
+view_mask (B, V) float32: 1 where the view exists
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def token_arrays(examples: list[Example], vocab: Vocabulary, max_len: int) -> tu
     for i, ex in enumerate(examples):
         ids = ex.ids[:max_len]
         tokens[i, 0] = vocab.bos_id
-        tokens[i, 1:len(ids) + 1] = ids
-        targets[i, :len(ids)] = ids
+        tokens[i, 1 : len(ids) + 1] = ids
+        targets[i, : len(ids)] = ids
         targets[i, len(ids)] = vocab.eos_id
     return tokens, targets
 
@@ -62,8 +62,9 @@ def load_gray(path: Path, size: int) -> np.ndarray:
 
 
 def view_mask(examples: list[Example], max_views: int) -> np.ndarray:
-    return np.array([[1.0 if i < len(ex.views) and ex.views[i] else 0.0 for i in range(max_views)]
-                     for ex in examples], np.float32)
+    return np.array(
+        [[1.0 if i < len(ex.views) and ex.views[i] else 0.0 for i in range(max_views)] for ex in examples], np.float32
+    )
 
 
 def readable(examples: list[Example], size: int) -> tuple[list[Example], list[str]]:

@@ -13,7 +13,7 @@ already learns the key space, so no per-step (N, D) x (D, A) product is needed):
 With mask all zero (text-only pre-training) z is 0 and the cell is a plain language model.
 
 Training unrolls the same sublayers with teacher forcing (`unroll`); conversion exports `call` as is
-(TOOLCHAIN.md: a one-step model is the only LSTM export that converts to full int8 without WHILE ops).
+(docs/toolchain.md: a one-step model is the only LSTM export that converts to full int8 without WHILE ops).
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from keras import layers, ops
 
 
 class AttentionLSTMDecoder(keras.layers.Layer):
-    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, feature_dim: int, dropout: float = 0.0,
-                 embedding_init: np.ndarray | None = None, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden: int,
+        feature_dim: int,
+        dropout: float = 0.0,
+        embedding_init: np.ndarray | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vocab_size, self.embed_dim, self.hidden, self.feature_dim = vocab_size, embed_dim, hidden, feature_dim
         init = keras.initializers.Constant(embedding_init) if embedding_init is not None else "uniform"

@@ -50,6 +50,10 @@ def run_demo(out: Path, epochs: int = 120, progress: bool = True, log: Callable 
     image = sample_image()
     gen = ReportGenerator(cfg, vocab, model)(uid="25", views=(image, None), beam=3)
     study = iu_xray.load(data).by_uid()["25"]
-    return DemoResult(out, image, vocab.render(gen.decoded.ids),
-                      render_report(tokenize(clean_report(study.text(cfg.text.section), cfg.text.xxxx))),
-                      result.seconds_per_epoch)
+    return DemoResult(
+        out,
+        image,
+        vocab.render(gen.decoded.ids),
+        render_report(tokenize(clean_report(study.text(cfg.text.section), cfg.text.xxxx))),
+        result.seconds_per_epoch,
+    )

@@ -1,7 +1,8 @@
 """Reports from a Keras run, through the runtime's own preprocessing and decode loop.
 
-The same path a bundle takes (runtime.preprocess -> encoder -> runtime.study.fuse_views ->
-runtime.decoding), with the Keras model behind the step protocol: the reference for conversion drift.
+The same path a bundle takes (runtime.study.encode_study_files: runtime.preprocess -> encoder -> fuse_views;
+then runtime.decoding), with the Keras model behind the runtime's protocols (training.keras_step.KerasBundle):
+the reference for conversion drift.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.config import Config
-from edgecap.runtime.decoding import Decoded, SpecialIds, decode
-from edgecap.runtime.study import fuse_views
-from edgecap.runtime.preprocess import load
+from edgecap.runtime.decoding import Decoded, decode
+from edgecap.runtime.study import encode_study_files
 from edgecap.runtime.vocab import Vocabulary
-from edgecap.training.keras_step import KerasCaptioner
+from edgecap.training.keras_step import KerasBundle
 
 
 @dataclass
@@ -33,17 +33,15 @@ class Generated:
 class ReportGenerator:
     def __init__(self, cfg: Config, vocab: Vocabulary, model):
         self.cfg, self.vocab = cfg, vocab
-        self.keras = KerasCaptioner(model)
-        self.special = SpecialIds.from_vocab(vocab)
+        self.keras = KerasBundle(model, vocab)
 
     def encode(self, views: tuple[Path | None, ...]) -> tuple[np.ndarray, np.ndarray]:
-        im = self.cfg.image
-        feats = [self.keras.encode(load(p, im.size, im.mean, im.std)) if p else None for p in views]
-        feats += [None] * (self.cfg.max_views - len(feats))
-        return fuse_views(feats, self.cfg.max_views)
+        """Image files (frontal, lateral or None) -> features (N, D), mask (N,)."""
+        return encode_study_files(self.keras, views)
 
     def __call__(self, uid: str, views: tuple[Path | None, ...], beam: int = 3) -> Generated:
         features, mask = self.encode(views)
-        d = decode(self.keras, features, mask, self.special, self.cfg.text.max_len, beam=beam)
+        k = self.keras
+        d = decode(k, features, mask, k.special, k.max_len, beam=beam)
         pooled = (features * mask[:, None]).sum(0) / max(mask.sum(), 1.0)
         return Generated(uid, views, features, mask, d, " ".join(self.vocab.decode(d.ids)), pooled)

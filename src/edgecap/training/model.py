@@ -5,7 +5,7 @@
     decoder step / unroll over (features, mask)
 
 V = max_views (frontal, lateral); a missing view is zeros with mask 0, so one view works as well as two.
-With a frozen CNN, training feeds cached maps (B, V, P, C) instead of images (training.features).
+With a frozen CNN, training feeds cached maps (B, V, P, C) instead of images (training.feature_cache).
 No training loop here (training.train); export builds on `encoder_model` and `step_model`.
 """
 
@@ -26,7 +26,8 @@ def build_cnn(cfg: Config, load_pretrained: bool = True) -> keras.Model:
     if cfg.encoder.kind == "efficientnet_lite0":
         from edgecap.training.efficientnet_lite import build_efficientnet_lite0
 
-        cnn = build_efficientnet_lite0(size, include_top=False, weights="imagenet" if cfg.encoder.pretrained and load_pretrained else None)
+        imagenet = cfg.encoder.pretrained and load_pretrained
+        cnn = build_efficientnet_lite0(size, include_top=False, weights="imagenet" if imagenet else None)
     elif cfg.encoder.kind == "tiny":
         x = inp = keras.Input((size, size, 3), name="image")
         for i, f in enumerate(cfg.encoder.tiny_filters):
@@ -44,8 +45,14 @@ def build_cnn(cfg: Config, load_pretrained: bool = True) -> keras.Model:
 
 
 class CaptionModel(keras.Model):
-    def __init__(self, cfg: Config, vocab_size: int, embedding_init: np.ndarray | None = None,
-                 load_pretrained: bool = True, **kwargs):
+    def __init__(
+        self,
+        cfg: Config,
+        vocab_size: int,
+        embedding_init: np.ndarray | None = None,
+        load_pretrained: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.cfg = cfg
         self.cnn = build_cnn(cfg, load_pretrained)
@@ -53,8 +60,13 @@ class CaptionModel(keras.Model):
         self.positions = int(self.cnn.output.shape[1] * self.cnn.output.shape[2])
         self.project = layers.Dense(cfg.encoder.feature_dim, activation="relu", name="project")
         self.decoder = AttentionLSTMDecoder(
-            vocab_size, cfg.decoder.embed_dim, cfg.decoder.hidden, cfg.encoder.feature_dim,
-            cfg.decoder.dropout, embedding_init, name="decoder",
+            vocab_size,
+            cfg.decoder.embed_dim,
+            cfg.decoder.hidden,
+            cfg.encoder.feature_dim,
+            cfg.decoder.dropout,
+            embedding_init,
+            name="decoder",
         )
         self.project.build((None, None, self.map_channels))
         self.decoder.build()
@@ -105,8 +117,8 @@ class CaptionModel(keras.Model):
         feats = keras.Input((n, d), batch_size=1, name="features")
         mask = keras.Input((n,), batch_size=1, name="mask")
         logits, h2, c2, att = self.decoder(token, hin, cin, feats, mask)
-        return keras.Model([token, hin, cin, feats, mask], {"logits": logits, "h_out": h2, "c_out": c2, "attention": att},
-                           name="decoder_step")
+        outputs = {"logits": logits, "h_out": h2, "c_out": c2, "attention": att}
+        return keras.Model([token, hin, cin, feats, mask], outputs, name="decoder_step")
 
 
 def masked_token_loss(targets, logits):

@@ -47,27 +47,56 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def write_html(result, outputs, refs: dict[str, str], cfg, run_dir: Path, path: Path, max_cards: int = 50) -> None:
-    """result: training.evaluate.EvalResult; outputs: training.generate.Generated per study."""
+    """result: training.evaluate_run.EvalResult; outputs: training.generate.Generated per study."""
     labeler = Labeler.default()
     systems = result.systems
     nlg_keys = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
-    nlg = _table(["system", *nlg_keys],
-                 [[n, *[f"{s['metrics'][k]:.3f}" if k in s["metrics"] else "-" for k in nlg_keys]] for n, s in systems.items()])
-    clin = _table(["system", "micro P", "micro R", "micro F1", "macro P", "macro R", "macro F1"],
-                  [[n, *[f"{s['clinical'][a][k]:.3f}" for a in ("micro", "macro") for k in ("precision", "recall", "f1")]]
-                   for n, s in systems.items()])
+    nlg = _table(
+        ["system", *nlg_keys],
+        [[n, *[f"{s['metrics'][k]:.3f}" if k in s["metrics"] else "-" for k in nlg_keys]] for n, s in systems.items()],
+    )
+    clin = _table(
+        ["system", "micro P", "micro R", "micro F1", "macro P", "macro R", "macro F1"],
+        [
+            [n, *[f"{s['clinical'][a][k]:.3f}" for a in ("micro", "macro") for k in ("precision", "recall", "f1")]]
+            for n, s in systems.items()
+        ],
+    )
     support = {o: systems["model"]["clinical"]["per_observation"][o]["support"] for o in OBSERVATIONS}
-    per_obs = _table(["observation", "support", *[f"{n} F1" for n in systems]],
-                     [[o, str(support[o]), *[f"{s['clinical']['per_observation'][o]['f1']:.3f}" if support[o] else "n/a"
-                                             for s in systems.values()]] for o in OBSERVATIONS])
-    div = _table(["system", "distinct-1", "distinct-2", "distinct reports", "most common report share"],
-                 [[n, f"{s['diversity']['distinct_1']:.3f}", f"{s['diversity']['distinct_2']:.3f}",
-                   f"{s['diversity']['distinct_reports']:.3f}", f"{s['diversity']['most_common_share']:.3f}"]
-                  for n, s in systems.items()])
+    per_obs = _table(
+        ["observation", "support", *[f"{n} F1" for n in systems]],
+        [
+            [
+                o,
+                str(support[o]),
+                *[
+                    f"{s['clinical']['per_observation'][o]['f1']:.3f}" if support[o] else "n/a"
+                    for s in systems.values()
+                ],
+            ]
+            for o in OBSERVATIONS
+        ],
+    )
+    div = _table(
+        ["system", "distinct-1", "distinct-2", "distinct reports", "most common report share"],
+        [
+            [
+                n,
+                f"{s['diversity']['distinct_1']:.3f}",
+                f"{s['diversity']['distinct_2']:.3f}",
+                f"{s['diversity']['distinct_reports']:.3f}",
+                f"{s['diversity']['most_common_share']:.3f}",
+            ]
+            for n, s in systems.items()
+        ],
+    )
     curves = Path(run_dir) / "curves.png"
-    curves_html = (f'<img alt="training curves" style="max-width:100%" src="data:image/png;base64,'
-                   f'{base64.b64encode(curves.read_bytes()).decode()}">' if curves.is_file() else
-                   '<p class="note">no curves.png in the run directory</p>')
+    curves_html = (
+        f'<img alt="training curves" style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(curves.read_bytes()).decode()}">'
+        if curves.is_file()
+        else '<p class="note">no curves.png in the run directory</p>'
+    )
     cards = []
     for out in outputs[:max_cards]:
         view = 0 if out.views[0] else 1
@@ -76,28 +105,34 @@ def write_html(result, outputs, refs: dict[str, str], cfg, run_dir: Path, path: 
         rows = "".join(
             f'<tr class="{"diff" if ref_l[o] != gen_l[o] else "same"}"><td>{o}</td><td>{LABEL_TEXT[gen_l[o]]}</td>'
             f"<td>{LABEL_TEXT[ref_l[o]]}</td></tr>"
-            for o in OBSERVATIONS if ref_l[o] is not None or gen_l[o] is not None)
+            for o in OBSERVATIONS
+            if ref_l[o] is not None or gen_l[o] is not None
+        )
         cards.append(
-            f'<div class="card" data-uid="{html.escape(out.uid)}"><img alt="study {html.escape(out.uid)} with attention" '
+            f'<div class="card" data-uid="{html.escape(out.uid)}">'
+            f'<img alt="study {html.escape(out.uid)} with attention" '
             f'src="data:image/png;base64,{img}"><div class="texts"><b>Study {html.escape(out.uid)}</b>'
             f'<p class="generated"><b>Generated:</b> {html.escape(render_report(tokenize(out.text)))}</p>'
             f'<p class="reference"><b>Reference:</b> {html.escape(render_report(tokenize(refs[out.uid])))}</p>'
             f'<table class="labels"><thead><tr><th>observation</th><th>generated</th><th>reference</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></div></div>")
+            f"<tbody>{rows}</tbody></table></div></div>"
+        )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>edgecap evaluation: {html.escape(str(run_dir))}</title>
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">\
+<title>edgecap evaluation: {html.escape(str(run_dir))}</title>
 <style>{CSS}</style></head><body>
 <h1>edgecap evaluation</h1>
 <p>Run <code>{html.escape(str(run_dir))}</code>, split <b>{html.escape(result.split)}</b>, {result.n_studies} studies.
-Metrics: pycocoevalcap ({html.escape(systems['model']['metrics'].get('pipeline', ''))}); clinical efficacy from the
+Metrics: pycocoevalcap ({html.escape(systems["model"]["metrics"].get("pipeline", ""))}); clinical efficacy from the
 rule-based findings labeler (a CheXpert-labeler proxy, positive vs rest).</p>
-<p class="warn">Not validated for clinical use. On IU X-Ray a near-constant report scores close to published BLEU: a model is
+<p class="warn">Not validated for clinical use. On IU X-Ray a near-constant report scores close to published BLEU: \
+a model is
 only worth something where it beats both baselines, on the clinical measure and on diversity too.</p>
 <h2>Report quality (NLG)</h2>{nlg}
 <h2>Clinical efficacy</h2>{clin}<h3>Per observation (F1)</h3>{per_obs}
 <h2>Diversity</h2>{div}
 <h2>Training curves</h2>{curves_html}
-<h2>Studies</h2>{''.join(cards)}
+<h2>Studies</h2>{"".join(cards)}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>"""
     Path(path).write_text(page, encoding="utf-8")

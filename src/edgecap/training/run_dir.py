@@ -1,15 +1,15 @@
 """A run directory holds everything needed to rebuild the model on its own:
 
-    config.json        typed Config (edgecap.config)
-    vocab.json         runtime.vocab.Vocabulary
-    split.json         study uid -> split, and where the split came from
-    best.weights.h5    weights of the epoch with the lowest validation loss
-    head.weights.npz   instead of best.weights.h5, for a frozen pretrained backbone: only the weights training
-                       changed (projection + decoder); the backbone is rebuilt from its ImageNet file. The
-                       reference run of the default bundle is shipped this way (edgecap.resources.reference)
-    last.weights.h5    + last.optimizer.npz + state.json: resume point after each epoch
-    history.csv        one row per epoch (text pre-training and image training)
-    curves.png         training curves
+config.json        typed Config (edgecap.config)
+vocab.json         runtime.vocab.Vocabulary
+split.json         study uid -> split, and where the split came from
+best.weights.h5    weights of the epoch with the lowest validation loss
+head.weights.npz   instead of best.weights.h5, for a frozen pretrained backbone: only the weights training
+                   changed (projection + decoder); the backbone is rebuilt from its ImageNet file. The
+                   reference run of the default bundle is shipped this way (edgecap.resources.reference)
+last.weights.h5    + last.optimizer.npz + state.json: resume point after each epoch
+history.csv        one row per epoch (text pre-training and image training)
+curves.png         training curves
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from edgecap.runtime.vocab import Vocabulary
 
 
 class RunDir:
+    """The paths of one run directory (nothing is read until asked). Open a run once and pass the object
+    along: load_model, convert.sources.run_source and the conversion take a RunDir or a path."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.config = self.root / "config.json"
@@ -35,8 +38,18 @@ class RunDir:
         self.history = self.root / "history.csv"
         self.curves = self.root / "curves.png"
 
+    @classmethod
+    def of(cls, run: str | Path | RunDir) -> RunDir:
+        """A RunDir as given, or one for a path."""
+        return run if isinstance(run, RunDir) else cls(run)
+
     def exists(self) -> bool:
         return self.config.is_file() and self.vocab.is_file()
+
+    @property
+    def trained_weights(self) -> Path:
+        """The file load_model(weights="best") reads: best.weights.h5, else head.weights.npz."""
+        return self.best if self.best.is_file() else self.head
 
     def load_config(self) -> Config:
         return Config.load(self.config)
@@ -51,11 +64,11 @@ class RunDir:
         return json.loads(self.state.read_text()) if self.state.is_file() else None
 
 
-def load_model(run: str | Path, weights: str = "best"):
+def load_model(run: str | Path | RunDir, weights: str = "best"):
     """Rebuild (cfg, vocab, CaptionModel) from a run directory. Imports TensorFlow."""
     from edgecap.training.model import CaptionModel
 
-    rd = RunDir(run)
+    rd = RunDir.of(run)
     if not rd.exists():
         raise FileNotFoundError(f"{rd.root}: not a run directory (config.json / vocab.json missing)")
     cfg, vocab = rd.load_config(), rd.load_vocab()

@@ -3,7 +3,7 @@
     python -m edgecap.cli train --data DATA --out runs/NAME --config edge
 
 One loop for every setting: a tf.distribute strategy (the default one, or MirroredStrategy for several
-GPUs / logical devices) runs the step; frozen encoders train on cached CNN maps (training.features),
+GPUs / logical devices) runs the step; frozen encoders train on cached CNN maps (training.feature_cache),
 trainable ones on images augmented per epoch. After every epoch the run directory holds a resume point;
 running the same command again continues where it stopped.
 """
@@ -69,7 +69,9 @@ def make_strategy(name: str):
     raise TrainError(f"unknown strategy {name!r}: default or mirrored")
 
 
-def prepare_run(data: Path, out: Path, cfg: Config, split_mode: str, log: Callable) -> tuple[Config, Vocabulary, iu_xray.Dataset]:
+def prepare_run(
+    data: Path, out: Path, cfg: Config, split_mode: str, log: Callable
+) -> tuple[Config, Vocabulary, iu_xray.Dataset]:
     """Fresh run: split, vocabulary, config written. Existing run: everything read back (cfg epochs may grow)."""
     rd = RunDir(out)
     ds = iu_xray.load(data)
@@ -91,8 +93,18 @@ def prepare_run(data: Path, out: Path, cfg: Config, split_mode: str, log: Callab
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(rd.config)
     vocab.save(rd.vocab)
-    rd.split.write_text(json.dumps({"source": ds.split_source, "layout": ds.layout, "data": str(Path(data).resolve()),
-                                    "splits": {s.uid: s.split for s in ds.studies}}, indent=0) + "\n")
+    rd.split.write_text(
+        json.dumps(
+            {
+                "source": ds.split_source,
+                "layout": ds.layout,
+                "data": str(Path(data).resolve()),
+                "splits": {s.uid: s.split for s in ds.studies},
+            },
+            indent=0,
+        )
+        + "\n"
+    )
     return cfg, vocab, ds
 
 
@@ -126,7 +138,8 @@ class Trainer:
             with tf.GradientTape() as tape:
                 per_ex = masked_token_loss(b["targets"], forward(b, True))
                 loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
-            variables = model.trainable_variables if "x" in b else model.decoder.trainable_variables  # text: decoder only
+            # text batches (no "x") train the decoder only
+            variables = model.trainable_variables if "x" in b else model.decoder.trainable_variables
             grads = tape.gradient(loss, variables)
             opt.apply_gradients(zip(grads, variables))
             return loss
@@ -167,7 +180,7 @@ class Trainer:
         order = np.arange(n)
         if shuffle_seed is not None:
             order = np.random.default_rng(shuffle_seed).permutation(n)
-        chunks = [order[i:i + batch] for i in range(0, n, batch)]
+        chunks = [order[i : i + batch] for i in range(0, n, batch)]
         fill = batch - len(chunks[-1])
         if fill and shuffle_seed is not None:
             chunks[-1] = np.concatenate([chunks[-1], np.resize(order, fill)])
@@ -207,8 +220,11 @@ class Trainer:
         for b in dist:
             acc += np.array([float(v) for v in self.eval_step(b)])
         per_ex_sum, nll, hits, tokens, count = acc
-        return {"val_loss": per_ex_sum / max(count, 1), "val_token_acc": hits / max(tokens, 1),
-                "val_perplexity": math.exp(nll / max(tokens, 1))}
+        return {
+            "val_loss": per_ex_sum / max(count, 1),
+            "val_token_acc": hits / max(tokens, 1),
+            "val_perplexity": math.exp(nll / max(tokens, 1)),
+        }
 
     # ---- resume ---------------------------------------------------------------------------------
     def save_resume(self, rd: RunDir, state: dict) -> None:
@@ -232,9 +248,18 @@ def _text_arrays(examples: list[Example], vocab: Vocabulary, max_len: int) -> di
     return {"tokens": tokens, "targets": targets}
 
 
-def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool = False, strategy: str = "default",
-          split_mode: str = "auto", progress: bool = True, cache_dir: Path | None = None,
-          log: Callable = print) -> TrainResult:
+def train(
+    data: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    pretrain_text: bool = False,
+    strategy: str = "default",
+    split_mode: str = "auto",
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    log: Callable = print,
+) -> TrainResult:
     import keras
 
     data, out = Path(data), Path(out)
@@ -255,8 +280,10 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
     val_source = "val"
     if not val_ex:
         val_ex, val_source = train_ex, "train"
-        warnings.append("the validation split has no study with images here: validating on the training studies "
-                        "(the figures measure fit, not generalisation)")
+        warnings.append(
+            "the validation split has no study with images here: validating on the training studies "
+            "(the figures measure fit, not generalisation)"
+        )
     for w in warnings:
         log(f"warning: {w}")
 
@@ -267,11 +294,19 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
         embedding_init, coverage = glove_matrix(vocab, cfg.decoder.embed_dim, cfg.train.seed)
         log(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab) - 4} vocabulary words")
     strat = make_strategy(strategy)
-    log(f"strategy: {type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
-        f"{len(train_ex)} training studies with images, {len(val_ex)} for validation ({val_source})")
+    log(
+        f"strategy: {type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
+        f"{len(train_ex)} training studies with images, {len(val_ex)} for validation ({val_source})"
+    )
     trainer = Trainer(cfg, vocab, strat, log, embedding_init)
 
-    state = {"text_epochs_done": 0, "epochs_done": 0, "best_val_loss": None, "best_epoch": 0, "text_val_perplexity": None}
+    state = {
+        "text_epochs_done": 0,
+        "epochs_done": 0,
+        "best_val_loss": None,
+        "best_epoch": 0,
+        "text_val_perplexity": None,
+    }
     history: list[dict] = []
     if rd.state.is_file() and rd.last.is_file():
         state = trainer.load_resume(rd)
@@ -283,7 +318,9 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
         text_train = make_examples(train_studies, vocab, cfg, need_images=False)
         text_val = make_examples(val_studies, vocab, cfg, need_images=False) or text_train
         tr, va = _text_arrays(text_train, vocab, cfg.text.max_len), _text_arrays(text_val, vocab, cfg.text.max_len)
-        log(f"text pre-training on {len(text_train)} training reports, perplexity on {len(text_val)} validation reports")
+        log(
+            f"text pre-training on {len(text_train)} training reports, perplexity on {len(text_val)} validation reports"
+        )
         for epoch in range(state["text_epochs_done"] + 1, cfg.train.pretrain_text_epochs + 1):
             t0 = time.time()
             loss = trainer.run_epoch(tr, len(text_train), cfg.train.seed + 10_000 + epoch, progress, f"text {epoch}")
@@ -310,8 +347,10 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
         state["epochs_done"] = epoch
         trainer.save_resume(rd, state)
         _write_history(rd.history, history)
-        log(f"epoch {epoch}/{cfg.train.epochs}: loss {loss:.3f}  val loss {m['val_loss']:.3f}  "
-            f"val token acc {m['val_token_acc']:.3f}  {row['seconds']:.1f}s{'  *best' if improved else ''}")
+        log(
+            f"epoch {epoch}/{cfg.train.epochs}: loss {loss:.3f}  val loss {m['val_loss']:.3f}  "
+            f"val token acc {m['val_token_acc']:.3f}  {row['seconds']:.1f}s{'  *best' if improved else ''}"
+        )
         patience = cfg.train.early_stop_patience
         if patience and epoch - state["best_epoch"] >= patience:
             log(f"early stop: no validation improvement for {patience} epochs")
@@ -319,11 +358,16 @@ def train(data: str | Path, out: str | Path, cfg: Config, *, pretrain_text: bool
     plot_curves(history, rd.curves)
     image_rows = [r for r in history if r["phase"] == "image"]
     return TrainResult(
-        run=out, epochs_done=state["epochs_done"], best_epoch=state["best_epoch"],
+        run=out,
+        epochs_done=state["epochs_done"],
+        best_epoch=state["best_epoch"],
         best_val_loss=state["best_val_loss"] if state["best_val_loss"] is not None else float("nan"),
         seconds_per_epoch=float(np.mean([r["seconds"] for r in image_rows])) if image_rows else float("nan"),
-        text_val_perplexity=state["text_val_perplexity"], val_source=val_source,
-        n_train=len(train_ex), n_val=len(val_ex), warnings=warnings,
+        text_val_perplexity=state["text_val_perplexity"],
+        val_source=val_source,
+        n_train=len(train_ex),
+        n_val=len(val_ex),
+        warnings=warnings,
     )
 
 
@@ -341,7 +385,7 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
     arrays = {k: (*token_arrays(ex, vocab, cfg.text.max_len), view_mask(ex, v)) for k, ex in sets.items()}
 
     if not cfg.encoder.trainable:
-        from edgecap.training.features import MapCache
+        from edgecap.training.feature_cache import MapCache
 
         cache = MapCache(trainer.model.cnn, cfg, cache_dir)
         variants = cfg.train.feature_variants if cfg.train.augment else 1
@@ -372,7 +416,12 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
 
     def loader(name, rng):
         examples, (tok, tgt, mask) = sets[name], arrays[name]
-        return lambda idx: {"x": x_of(examples, idx, rng), "view_mask": mask[idx], "tokens": tok[idx], "targets": tgt[idx]}
+        return lambda idx: {
+            "x": x_of(examples, idx, rng),
+            "view_mask": mask[idx],
+            "tokens": tok[idx],
+            "targets": tgt[idx],
+        }
 
     def get_train(epoch):
         return loader("train", np.random.default_rng(cfg.train.seed * 1000 + epoch) if cfg.train.augment else None)
@@ -392,8 +441,10 @@ def _read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (v if k == "phase" else float(v) if "." in v or "e" in v else int(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        return [
+            {k: (v if k == "phase" else float(v) if "." in v or "e" in v else int(v)) for k, v in r.items()}
+            for r in csv.DictReader(f)
+        ]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -17,7 +17,11 @@ from edgecap.runtime.text import render_report, tokenize
 def attention_map(attention: np.ndarray, view: int, grid: int) -> np.ndarray:
     """(T, N) attention of a report -> (grid, grid) mean weight of one view's positions, scaled to [0, 1]."""
     p = grid * grid
-    a = attention[:, view * p:(view + 1) * p].mean(0).reshape(grid, grid) if len(attention) else np.zeros((grid, grid))
+    a = (
+        attention[:, view * p : (view + 1) * p].mean(0).reshape(grid, grid)
+        if len(attention)
+        else np.zeros((grid, grid))
+    )
     return a / a.max() if a.max() > 0 else a
 
 
@@ -36,8 +40,9 @@ def attention_grid(outputs, refs: dict[str, str], vocab, cfg: Config, path: Path
     import matplotlib.pyplot as plt
 
     outputs = outputs[:max_studies]
-    fig, axes = plt.subplots(len(outputs), 2, figsize=(11, 3.3 * len(outputs)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 2.2]})
+    fig, axes = plt.subplots(
+        len(outputs), 2, figsize=(11, 3.3 * len(outputs)), squeeze=False, gridspec_kw={"width_ratios": [1, 2.2]}
+    )
     for row, out in zip(axes, outputs):
         view = 0 if out.views[0] else 1
         row[0].imshow(overlay(out.views[view], attention_map(out.decoded.attention, view, cfg.grid)))

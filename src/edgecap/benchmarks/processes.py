@@ -1,0 +1,123 @@
+"""The bench's child processes: every figure of `edgecap bench` is measured in a fresh Python.
+
+    r = run_task({"kind": "model", ...}, timeout=1800, tf_free=True)   # benchmarks.worker -> its JSON dict
+    r = caption_process(bundle, image, runs=3)                          # a real `edgecap caption` process
+
+A crash of LiteRT on one variant (a segfault in a kernel) or a timeout is that task's {"status": "failed",
+"error"}: the other rows are still measured. A LiteRT child gets a `tensorflow` package that refuses to import
+first on its PYTHONPATH, so the runtime path is proven TensorFlow-free (it fails, never silently falls back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgecap.benchmarks.variants import cache_root
+
+_BLOCK_TF = """raise ImportError("blocked by edgecap bench: the runtime must not need TensorFlow")\n"""
+
+
+def _tf_blocker() -> Path:
+    """A folder holding a `tensorflow` package that raises ImportError (written once into the bench cache)."""
+    d = cache_root() / "block-tensorflow" / "tensorflow"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "__init__.py").write_text(_BLOCK_TF)
+    return d.parent
+
+
+def child_env(tf_free: bool) -> dict:
+    """This process's environment for a child: quiet TensorFlow logs, unbuffered output, and with `tf_free`
+    the TensorFlow blocker first on PYTHONPATH."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    if tf_free:
+        env["PYTHONPATH"] = os.pathsep.join([str(_tf_blocker())] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def run_task(task: dict, timeout: float, tf_free: bool) -> dict:
+    """Run one benchmarks.worker task in a fresh Python; a crash or timeout becomes {"status": "failed"}."""
+    with tempfile.TemporaryDirectory(prefix="edgecap-bench-") as d:
+        tp, op = Path(d) / "task.json", Path(d) / "out.json"
+        tp.write_text(json.dumps(task))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgecap.benchmarks.worker", str(tp), str(op)],
+                env=child_env(tf_free),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
+        if not op.is_file():
+            tail = (proc.stderr or "").strip().splitlines()[-3:]
+            return {"status": "failed", "error": f"worker process died (exit {proc.returncode}): {' | '.join(tail)}"}
+        return json.loads(op.read_text())
+
+
+# Runs `edgecap caption ...` (edgecap.cli as __main__) and, at exit, writes the process's own peak RSS (VmHWM)
+# to $EDGECAP_BENCH_HWM: ru_maxrss from wait4 would include the bench's memory (Linux carries the parent's
+# peak across fork + exec).
+_CAPTION_WRAPPER = (
+    "import atexit, os, runpy, sys\n"
+    "def _hwm():\n"
+    "    with open('/proc/self/status') as f, open(os.environ['EDGECAP_BENCH_HWM'], 'w') as out:\n"
+    "        out.write(next(l.split()[1] for l in f if l.startswith('VmHWM:')))\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = ['edgecap'] + sys.argv[1:]\n"
+    "runpy.run_module('edgecap.cli', run_name='__main__')\n"
+)
+
+
+def caption_process(bundle: str, image: str, runs: int, timeout: float = 300.0) -> dict:
+    """A TensorFlow-free `edgecap caption IMAGE --bundle B` (one report, beam 3) from process start to exit:
+    cold start (wall time) and the process's peak RSS. TensorFlow is made unimportable in it (child_env)."""
+    import numpy as np
+
+    cold, peak, errors = [], [], []
+    args = ["caption", image, "--bundle", bundle, "--format", "json", "--no-attention", "--no-progress"]
+    with tempfile.TemporaryDirectory(prefix="edgecap-bench-") as d:
+        hwm = Path(d) / "hwm"
+        env = {**child_env(tf_free=True), "EDGECAP_BENCH_HWM": str(hwm)}
+        for _ in range(runs):
+            hwm.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-c", _CAPTION_WRAPPER, *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                errors.append(f"timed out after {timeout:.0f} s")
+                continue
+            wall = (time.perf_counter() - t0) * 1e3
+            if proc.returncode != 0:
+                errors.append(f"exit {proc.returncode}: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
+                continue
+            if not proc.stdout.strip():
+                errors.append("no report written")
+                continue
+            cold.append(wall)
+            if hwm.is_file():
+                peak.append(int(hwm.read_text()) / 1024)
+    if not cold:
+        return {"status": "failed", "error": "; ".join(errors) or "no run"}
+    return {
+        "status": "ok",
+        "runs": len(cold),
+        "cold_start_ms": {"p50_ms": float(np.median(cold)), "min_ms": float(min(cold)), "max_ms": float(max(cold))},
+        "peak_rss_mb": float(max(peak)) if peak else None,
+        "tensorflow_blocked": True,
+        "command": "edgecap " + " ".join(args),
+    }

@@ -1,0 +1,85 @@
+"""What every `edgecap` command shares: exit codes, error and warning lines, the table printer, shared options.
+
+Exit status, the same meaning in every command:
+
+    0    EXIT_OK           done
+    1    EXIT_FAILED       the command ran but failed, or some inputs failed (the others are done)
+    2    EXIT_USAGE        bad usage or unusable input: nothing was done
+    3    EXIT_FLAGGED      caption: every input captioned, but some did not look like a chest X-ray
+    130  EXIT_INTERRUPTED  Ctrl-C; what was written is kept and the same command resumes
+
+`fail` prints one red "error: ..." line on stderr and exits: bad input never gives a traceback. The option
+factories declare `--bundle`, `--threads` and `--beam` once (flag, type checks, default), each command keeping
+its own help text. Only typer and the runtime's decode constants are imported here: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, NoReturn, Optional, Sequence
+
+import typer
+
+from edgecap.runtime.decoding import DEFAULT_BEAM
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FLAGGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+BUNDLE_HELP = "Bundle folder (default: the bundle shipped with edgecap)."
+BEAM_HELP = "Beam size (1 = greedy)."
+
+
+def error(message: str) -> None:
+    """One red "error: ..." line on stderr (the command goes on: one input of many failed)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print "error: message" on stderr and end the command with exit status `code`."""
+    error(message)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One yellow "warning: ..." line on stderr."""
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ info and warning logs; call it before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def require_module(name: str, message: str) -> None:
+    """Fail with a usage error (`message`, which says how to install it) when module `name` is not installed."""
+    if importlib.util.find_spec(name) is None:
+        fail(message)
+
+
+def print_table(rows: Sequence[Sequence[str]], align: str = "lr") -> None:
+    """Rows of strings (the header first) as columns two spaces apart, a rule of dashes under the header.
+
+    `align` holds one letter per column, 'l' (left) or 'r' (right), its last letter standing for every further
+    column: "lr" a name then figures, "l" all left. Trailing spaces are cut.
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    sides = [align[min(i, len(align) - 1)] for i in range(len(widths))]
+    for j, r in enumerate(rows):
+        typer.echo("  ".join(c.rjust(w) if s == "r" else c.ljust(w) for c, w, s in zip(r, widths, sides)).rstrip())
+        if j == 0:
+            typer.echo("  ".join("-" * w for w in widths))
+
+
+def bundle_option(help: str = BUNDLE_HELP) -> Any:
+    """`--bundle PATH` (annotate Optional[Path]; Optional[List[str]] makes it repeatable), default None."""
+    return typer.Option(None, "--bundle", help=help)
+
+
+def threads_option(help: str) -> Any:
+    """`--threads N` (annotate Optional[int]): interpreter threads, at least 1; None leaves the default."""
+    return typer.Option(None, "--threads", min=1, help=help)
+
+
+def beam_option(help: str = BEAM_HELP, min: Optional[int] = None) -> Any:
+    """`--beam N` (annotate int), default runtime.decoding.DEFAULT_BEAM; `min` lets Typer check the range."""
+    return typer.Option(DEFAULT_BEAM, "--beam", min=min, help=help)
