@@ -16,7 +16,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray"
 # these phrases. Each is a skip that is intended on a machine where .ci/run installed everything.
 ALLOWED_SKIPS: dict[str, str] = {
     # test_buildozer_spec: the spec test of a checkout without the shipped bundle (a source archive may omit it)
-    "no bundle installed at": "the APK check needs the shipped default bundle; a checkout always has it",
+    "no bundle installed at": "the APK check needs the shipped default bundle; a checkout always has it"
 }
 
 

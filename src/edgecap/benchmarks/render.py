@@ -27,6 +27,11 @@ COLUMNS = (
 )
 
 
+def _row(*cells: object) -> str:
+    """One Markdown table row: | a | b | ... |"""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def _fmt(x, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
@@ -170,11 +175,9 @@ def markdown(result: dict) -> str:
                     md.append(f"| {v['name']} | {part} | {n} | {f.get('error', 'failed')} |" + " |" * 7)
                     continue
                 st, mem = f["steady"], f["memory"]
-                md.append(
-                    f"| {v['name']} | {part} | {n} | {f['init_ms']:.1f} | {f['first_ms']:.2f} | "
-                    f"{_fmt(f['warmup_ms'], '.2f')} | {st['mean_ms']:.3f} | {st['p50_ms']:.3f} | "
-                    f"{st['p95_ms']:.3f} | {mem['init_mb']:.1f} | {mem['peak_mb']:.1f} |"
-                )
+                md.append(_row(v["name"], part, n, f"{f['init_ms']:.1f}", f"{f['first_ms']:.2f}",
+                               _fmt(f["warmup_ms"], ".2f"), f"{st['mean_ms']:.3f}", f"{st['p50_ms']:.3f}",
+                               f"{st['p95_ms']:.3f}", f"{mem['init_mb']:.1f}", f"{mem['peak_mb']:.1f}"))
     md += [
         "",
         "## Whole report: stages and decode loop split (first thread count)",
@@ -197,13 +200,10 @@ def markdown(result: dict) -> str:
         if not rep:
             continue
         st, sp = rep["stages_mean_ms"], rep["decode_split"]
-        md.append(
-            f"| {v['name']} | {st['read_ms']:.2f} | {st['sanity_ms']:.2f} | {st['preprocess_ms']:.2f} | "
-            f"{st['encoder_ms']:.2f} | {st['decoder_ms']:.2f} | {st['labeler_ms']:.2f} | "
-            f"{sp['decode_ms']:.2f} | {sp['interpreter_ms']:.2f} | {sp['tensor_io_ms']:.2f} | "
-            f"{sp['python_ms']:.2f} | "
-            f"{sp['overhead_share']:.0%} | {sp['steps_per_report']:.0f} |"
-        )
+        stages = [f"{st[k]:.2f}" for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms",
+                                           "labeler_ms")]
+        split = [f"{sp[k]:.2f}" for k in ("decode_ms", "interpreter_ms", "tensor_io_ms", "python_ms")]
+        md.append(_row(v["name"], *stages, *split, f"{sp['overhead_share']:.0%}", f"{sp['steps_per_report']:.0f}"))
     md += [
         "",
         "## Drift against the Keras model",

@@ -23,27 +23,17 @@ from edgecap.cli.common import EXIT_FAILED, beam_option, bundle_option, fail, qu
 
 
 def bench(
-    run: Optional[str] = typer.Option(
-        None,
-        "--run",
-        help="Reference run directory (Keras model); 'default' = the "
-        "run the default bundle was converted from. Without --bundle, the run is "
-        "converted into every mode (cached) and all are measured.",
-    ),
-    bundle: Optional[List[str]] = bundle_option(
-        "Bundle folder to measure (repeatable; 'default' = the shipped bundle)."
-    ),
-    modes: Optional[str] = typer.Option(
-        None,
-        "--modes",
-        help="With --run: modes to convert and measure, e.g. float32,int8 (default: all when no --bundle is given).",
-    ),
-    data: Optional[Path] = typer.Option(
-        None,
-        "--data",
-        help="IU X-Ray folder whose studies with images (and "
-        "views derived from them) are the inputs (default: the packaged sample).",
-    ),
+    run: Optional[str] = typer.Option(None, "--run", help="Reference run directory (Keras model); 'default' = the "
+                                                          "run the default bundle was converted from. Without "
+                                                          "--bundle, the run is converted into every mode (cached) "
+                                                          "and all are measured."),
+    bundle: Optional[List[str]] = bundle_option("Bundle folder to measure (repeatable; 'default' = the shipped "
+                                                "bundle)."),
+    modes: Optional[str] = typer.Option(None, "--modes", help="With --run: modes to convert and measure, e.g. "
+                                                              "float32,int8 (default: all when no --bundle is given)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="IU X-Ray folder whose studies with images (and views "
+                                                             "derived from them) are the inputs (default: the "
+                                                             "packaged sample)."),
     threads: str = typer.Option("1,2,4", "--threads", help="Thread counts, e.g. 1,2,4 (--quick: the first)."),
     quick: bool = typer.Option(False, "--quick", help="20 inputs, first thread count, short runs (< 2 min)."),
     beam: int = beam_option("Beam size of the reports (1 = greedy)."),
@@ -51,11 +41,9 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result (docs/bench.md schema)."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the result as a Markdown page."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="PNG: latency against size, drift as colour."),
-    check: Optional[str] = typer.Option(
-        None,
-        "--check",
-        help="Thresholds, e.g. 'int8:identical>=0.95,int8:speedup>=5' or 'targets' (exit 1 when one fails).",
-    ),
+    check: Optional[str] = typer.Option(None, "--check", help="Thresholds, e.g. "
+                                                              "'int8:identical>=0.95,int8:speedup>=5' or 'targets' "
+                                                              "(exit 1 when one fails)."),
     from_json: Optional[Path] = typer.Option(None, "--from", help="Use a saved --json result instead of measuring."),
 ) -> None:
     """Latency, memory, size and report drift of every bundle against the full Keras model."""

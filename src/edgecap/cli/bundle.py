@@ -26,12 +26,8 @@ bundle_app = typer.Typer(help="Edge bundles: compare two bundle folders.", no_ar
 def bundle_compare(
     a: Path = typer.Argument(..., help="A bundle folder (e.g. one you just converted)."),
     b: str = typer.Argument("default", help="The bundle to compare with; 'default': the shipped default bundle."),
-    data: Optional[Path] = typer.Option(
-        None,
-        "--data",
-        help="Studies to caption with both (an IU X-Ray folder "
-        "or a folder of images); default: the bundled real sample.",
-    ),
+    data: Optional[Path] = typer.Option(None, "--data", help="Studies to caption with both (an IU X-Ray folder or a "
+                                                             "folder of images); default: the bundled real sample."),
 ) -> None:
     """Compare two bundles: each file's sha256, then the reports both write (greedy and beam 3) on every
     study. Exit 0 when every report is token-identical or a near tie (byte-identical files or not), 1 when

@@ -32,16 +32,13 @@ if TYPE_CHECKING:
 
 
 def caption(
-    inputs: List[str] = typer.Argument(
-        ...,
-        metavar="IMAGE|DIR|GLOB...",
-        show_default=False,
-        help="Images, folders (searched recursively) or quoted globs.",
-    ),
+    inputs: List[str] = typer.Argument(..., metavar="IMAGE|DIR|GLOB...", show_default=False, help="Images, folders "
+                                                                                                  "(searched "
+                                                                                                  "recursively) or "
+                                                                                                  "quoted globs."),
     bundle: Optional[Path] = bundle_option(),
-    lateral: Optional[Path] = typer.Option(
-        None, "--lateral", help="Lateral view of the same study (with one frontal IMAGE)."
-    ),
+    lateral: Optional[Path] = typer.Option(None, "--lateral", help="Lateral view of the same study (with one frontal "
+                                                                   "IMAGE)."),
     beam: int = beam_option(min=1),
     threads: Optional[int] = threads_option("Interpreter threads (default 1)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="text, json (JSON Lines) or csv."),

@@ -28,35 +28,24 @@ from edgecap.convert.pipeline import DECODER_SAMPLES, DEFAULT_SAMPLES, STEP_BATC
 def convert(
     run: Path = typer.Option(..., "--run", help="Run directory (edgecap train)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (one folder per mode)."),
-    calibration: Optional[Path] = typer.Option(
-        None, "--calibration", help="int8: an IU X-Ray data folder or a folder of images (default: the run's own data)."
-    ),
-    samples: int = typer.Option(
-        DEFAULT_SAMPLES,
-        "--samples",
-        min=1,
-        help="int8 modes: calibration images (real "
-        "ones first, then augmentations of them), decoded by Keras to record the "
-        "decoder's calibration steps; --int8-full also calibrates the encoder on them.",
-    ),
-    decoder_samples: int = typer.Option(
-        DECODER_SAMPLES, "--decoder-samples", min=1, help="int8: recorded decoder steps used for calibration."
-    ),
-    verify_studies: int = typer.Option(
-        VERIFY_STUDIES,
-        "--verify-studies",
-        min=1,
-        help="Studies whose reports are compared with the Keras model's (test split first).",
-    ),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8: an IU X-Ray data folder or a "
+                                                                           "folder of images (default: the run's own "
+                                                                           "data)."),
+    samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", min=1, help="int8 modes: calibration images (real ones "
+                                                                          "first, then augmentations of them), "
+                                                                          "decoded by Keras to record the decoder's "
+                                                                          "calibration steps; --int8-full also "
+                                                                          "calibrates the encoder on them."),
+    decoder_samples: int = typer.Option(DECODER_SAMPLES, "--decoder-samples", min=1, help="int8: recorded decoder "
+                                                                                          "steps used for "
+                                                                                          "calibration."),
+    verify_studies: int = typer.Option(VERIFY_STUDIES, "--verify-studies", min=1, help="Studies whose reports are "
+                                                                                       "compared with the Keras "
+                                                                                       "model's (test split first)."),
     threads: Optional[int] = threads_option("Interpreter threads for verification."),
-    step_batch: int = typer.Option(
-        STEP_BATCH,
-        "--step-batch",
-        min=1,
-        help="Rows of one decoder call: a beam of "
-        "this size advances in one call (smaller beams are padded; 1 = fastest "
-        "greedy).",
-    ),
+    step_batch: int = typer.Option(STEP_BATCH, "--step-batch", min=1, help="Rows of one decoder call: a beam of this "
+                                                                           "size advances in one call (smaller beams "
+                                                                           "are padded; 1 = fastest greedy)."),
     **modes: bool,
 ) -> None:
     """Convert a trained run to an edge bundle (encoder + decoder step .tflite, vocab, manifest) and verify it
@@ -67,19 +56,9 @@ def convert(
         fail(f"choose exactly one mode: {flags}" + (f" (got {len(chosen)})" if chosen else ""))
     quiet_tensorflow()
     require_module("tensorflow", "edgecap convert needs TensorFlow: pip install 'edgecap[train]'")
-    r = _convert(
-        run,
-        out,
-        chosen[0],
-        dict(
-            calibration=calibration,
-            samples=samples,
-            verify_studies=verify_studies,
-            num_threads=threads,
-            decoder_samples=decoder_samples,
-            step_batch=step_batch,
-        ),
-    )
+    options = dict(calibration=calibration, samples=samples, verify_studies=verify_studies, num_threads=threads,
+                   decoder_samples=decoder_samples, step_batch=step_batch)
+    r = _convert(run, out, chosen[0], options)
     from edgecap.convert.verify import table
 
     m = r.manifest

@@ -22,28 +22,19 @@ HEADLESS_SIZE = (412, 915)  # phone portrait, the headless window when --size is
 
 
 def app_command(
-    bundle: Optional[Path] = bundle_option(
-        "Bundle folder (with manifest.json) for this session. Default: the one "
-        "chosen in Settings, else the built-in bundle."
-    ),
-    data_dir: Optional[Path] = typer.Option(
-        None,
-        "--data-dir",
-        help="Where history, settings and exports are kept (default: the app's data folder, e.g. ~/.config/edgecap).",
-    ),
+    bundle: Optional[Path] = bundle_option("Bundle folder (with manifest.json) for this session. Default: the one "
+                                           "chosen in Settings, else the built-in bundle."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where history, settings and exports are kept "
+                                                                     "(default: the app's data folder, e.g. "
+                                                                     "~/.config/edgecap)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Open this frontal chest X-ray (PNG, JPEG, DICOM)."),
     lateral: Optional[Path] = typer.Option(None, "--lateral", help="Also open this lateral view."),
-    screenshot: Optional[Path] = typer.Option(
-        None,
-        "--screenshot",
-        help="Headless: generate the report for --image, save a PNG of the app to this path and exit.",
-    ),
-    size: Optional[str] = typer.Option(
-        None,
-        "--size",
-        help="Window size in pixels, WIDTHxHEIGHT (e.g. 412x915 "
-        "phone portrait, 1280x800 tablet landscape). Headless default 412x915.",
-    ),
+    screenshot: Optional[Path] = typer.Option(None, "--screenshot", help="Headless: generate the report for --image, "
+                                                                         "save a PNG of the app to this path and "
+                                                                         "exit."),
+    size: Optional[str] = typer.Option(None, "--size", help="Window size in pixels, WIDTHxHEIGHT (e.g. 412x915 phone "
+                                                            "portrait, 1280x800 tablet landscape). Headless default "
+                                                            "412x915."),
     timeout: float = typer.Option(180.0, "--timeout", help="Headless: give up after this many seconds."),
 ) -> None:
     """Open a chest X-ray, generate the report on this device, keep a history; or render it headless."""

@@ -35,13 +35,11 @@ def label(
     csv: Optional[Path] = typer.Option(None, "--csv", help="CSV file of reports to label."),
     column: str = typer.Option("findings", "--column", help="Text column(s) of --csv, comma-separated."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write --csv labels here (default: stdout)."),
-    validate: Optional[Path] = typer.Option(
-        None, "--validate", help="Validate against IU X-Ray MeSH: indiana_reports.csv or the IU data folder."
-    ),
+    validate: Optional[Path] = typer.Option(None, "--validate", help="Validate against IU X-Ray MeSH: "
+                                                                     "indiana_reports.csv or the IU data folder."),
     json_out: bool = typer.Option(False, "--json", help="JSON output (JSON lines for --csv)."),
-    min_support: int = typer.Option(
-        30, "--min-support", help="--validate: macro F1 over observations with at least this many positive reports."
-    ),
+    min_support: int = typer.Option(30, "--min-support", help="--validate: macro F1 over observations with at least "
+                                                              "this many positive reports."),
 ) -> None:
     """Label reports for the 14 CheXpert observations with the rule-based labeler (a CheXpert proxy).
 

@@ -33,39 +33,32 @@ def serve(
     bundle: Optional[Path] = bundle_option(),
     host: str = typer.Option(_DEFAULT.host, "--host", help="Bind address. Anything but loopback needs --api-key-file."),
     port: int = typer.Option(_DEFAULT.port, "--port", min=0, max=65535, help="TCP port."),
-    api_key_file: Optional[Path] = typer.Option(
-        None,
-        "--api-key-file",
-        help="File holding the API key (one "
-        "line, >= 16 characters): clients send it as X-API-Key or "
-        "Authorization: Bearer.",
-    ),
-    workers: int = typer.Option(
-        _DEFAULT.workers,
-        "--workers",
-        min=1,
-        help="Inference threads, each with its own interpreter (memory grows with each).",
-    ),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key (one line, >= "
+                                                                             "16 characters): clients send it as "
+                                                                             "X-API-Key or Authorization: Bearer."),
+    workers: int = typer.Option(_DEFAULT.workers, "--workers", min=1, help="Inference threads, each with its own "
+                                                                           "interpreter (memory grows with each)."),
     threads: Optional[int] = threads_option("Interpreter threads per worker."),
-    queue_size: int = typer.Option(
-        _DEFAULT.queue_size,
-        "--queue-size",
-        min=0,
-        help="Requests that may wait for a worker; beyond it: 503 + Retry-After.",
-    ),
+    queue_size: int = typer.Option(_DEFAULT.queue_size, "--queue-size", min=0, help="Requests that may wait for a "
+                                                                                    "worker; beyond it: 503 + "
+                                                                                    "Retry-After."),
     timeout: float = typer.Option(_DEFAULT.timeout_s, "--timeout", min=0.1, help="Seconds per request before a 504."),
-    max_request_mb: float = typer.Option(
-        _DEFAULT.max_request_bytes / MIB, "--max-request-mb", min=0.01, help="Request body limit (MiB)."
-    ),
-    max_megapixels: float = typer.Option(
-        _DEFAULT.max_pixels / MEGAPIXEL,
-        "--max-megapixels",
-        min=0.01,
-        help="Pixel limit per image, read from its header before decoding.",
-    ),
-    ssl_certfile: Optional[Path] = typer.Option(
-        None, "--ssl-certfile", help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile)."
-    ),
+    max_request_mb: float = typer.Option(_DEFAULT.max_request_bytes / MIB, "--max-request-mb", min=0.01, help="Request "
+                                                                                                              "body "
+                                                                                                              "limit "
+                                                                                                              "(MiB)."),
+    max_megapixels: float = typer.Option(_DEFAULT.max_pixels / MEGAPIXEL, "--max-megapixels", min=0.01, help="Pixel "
+                                                                                                             "limit "
+                                                                                                             "per "
+                                                                                                             "image, "
+                                                                                                             "read "
+                                                                                                             "from "
+                                                                                                             "its "
+                                                                                                             "header "
+                                                                                                             "before "
+                                                                                                             "decoding."),
+    ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate "
+                                                                             "(PEM; with --ssl-keyfile)."),
     ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="Private key of --ssl-certfile (PEM)."),
     log_level: str = typer.Option(_DEFAULT.log_level, "--log-level", help="critical, error, warning, info or debug."),
 ) -> None:
@@ -74,19 +67,9 @@ def serve(
     if level not in LOG_LEVELS:
         fail(f"unknown --log-level {log_level!r}")
     _check_tls(ssl_certfile, ssl_keyfile)
-    settings = _settings(
-        api_key_file,
-        bundle=bundle,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        queue_size=queue_size,
-        timeout_s=timeout,
-        max_request_bytes=int(max_request_mb * MIB),
-        max_pixels=int(max_megapixels * MEGAPIXEL),
-        log_level=level,
-    )
+    settings = _settings(api_key_file, bundle=bundle, host=host, port=port, workers=workers, threads=threads,
+                         queue_size=queue_size, timeout_s=timeout, max_request_bytes=int(max_request_mb * MIB),
+                         max_pixels=int(max_megapixels * MEGAPIXEL), log_level=level)
     if not is_loopback(host) and ssl_certfile is None:
         warn(
             f"{host} is reachable from the network over plain HTTP: images, reports and the API key travel "
@@ -142,19 +125,9 @@ def _run(settings: Settings, ssl_certfile: Optional[Path], ssl_keyfile: Optional
     # limit_concurrency: a backstop against connection floods from any client, unauthenticated ones included
     # (the pool admits authorised uploads); beyond it uvicorn itself answers a plain-text 503.
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level=level,
-            access_log=False,
-            server_header=False,
-            log_config=None,
-            limit_concurrency=settings.capacity + 64,
-            timeout_keep_alive=5,
-            ssl_certfile=ssl_certfile and str(ssl_certfile),
-            ssl_keyfile=ssl_keyfile and str(ssl_keyfile),
-        )
+        uvicorn.Config(app, host=host, port=port, log_level=level, access_log=False, server_header=False,
+                       log_config=None, limit_concurrency=settings.capacity + 64, timeout_keep_alive=5,
+                       ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
     )
     try:
         server.run()

@@ -31,12 +31,9 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
     seed: Optional[int] = typer.Option(None, help="Seed for split, init, shuffling and augmentation."),
     learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate."),
-    pretrain_text: bool = typer.Option(
-        False,
-        "--pretrain-text",
-        help="Train the decoder as a language model on "
-        "the training split's report text first (all studies, images or not).",
-    ),
+    pretrain_text: bool = typer.Option(False, "--pretrain-text", help="Train the decoder as a language model on the "
+                                                                      "training split's report text first (all "
+                                                                      "studies, images or not)."),
     text_epochs: Optional[int] = typer.Option(None, help="Epochs of --pretrain-text (default: epochs / 2)."),
     section: Optional[str] = typer.Option(None, help="findings (default) or findings+impression."),
     min_count: Optional[int] = typer.Option(None, help="Vocabulary: minimum count of a training token."),
@@ -49,19 +46,9 @@ def train(
 ) -> None:
     """Train the CNN encoder + attention LSTM decoder; writes a self-contained run directory."""
     quiet_tensorflow()
-    cfg = _config(
-        config,
-        train=dict(
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            learning_rate=learning_rate,
-            pretrain_text_epochs=text_epochs,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-        ),
-        text=dict(section=section, min_count=min_count),
-    )
+    train_overrides = dict(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
+                           pretrain_text_epochs=text_epochs, val_fraction=val_fraction, test_fraction=test_fraction)
+    cfg = _config(config, train=train_overrides, text=dict(section=section, min_count=min_count))
     from edgecap.data.iu_xray import DataError
     from edgecap.training.train import TrainError, configure_logical_cpus
     from edgecap.training.train import train as run_training
@@ -69,16 +56,8 @@ def train(
     if logical_cpus > 1:
         configure_logical_cpus(logical_cpus)
     try:
-        r = run_training(
-            data,
-            out,
-            cfg,
-            pretrain_text=pretrain_text or bool(text_epochs),
-            strategy=strategy,
-            split_mode=split_mode,
-            progress=progress,
-            log=typer.echo,
-        )
+        r = run_training(data, out, cfg, pretrain_text=pretrain_text or bool(text_epochs), strategy=strategy,
+                         split_mode=split_mode, progress=progress, log=typer.echo)
     except (TrainError, DataError, ValueError) as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -110,12 +110,7 @@ class Mention:
 
     def as_dict(self, sentence: str = "") -> dict:
         """The evidence entry of :meth:`Labeler.explain`: phrase, label, trigger, kind (and sentence)."""
-        d = {
-            "phrase": self.text,
-            "label": self.label,
-            "trigger": self.trigger,
-            "trigger_kind": self.trigger_kind,
-        }
+        d = {"phrase": self.text, "label": self.label, "trigger": self.trigger, "trigger_kind": self.trigger_kind}
         if sentence:
             d["sentence"] = sentence
         return d

@@ -23,12 +23,7 @@ from edgecap import __version__
 from edgecap.runtime.report import ATTENTION_DECIMALS
 from edgecap.serve.guards import TICKET_KEY, KeyedRoute, UploadRoute
 from edgecap.serve.image_check import check_image
-from edgecap.serve.openapi import (
-    HealthOut,
-    ReportOut,
-    keyed_route_options,
-    problem_responses,
-)
+from edgecap.serve.openapi import HealthOut, ReportOut, keyed_route_options, problem_responses
 from edgecap.serve.pool import InferencePool
 from edgecap.serve.problems import Problem
 from edgecap.serve.settings import Settings

@@ -209,8 +209,7 @@ def _keras_layer_name(module: str) -> str | None:
 
 
 def load_imagenet_weights(
-    model: keras.Model,
-    source: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
+    model: keras.Model, source: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None
 ) -> None:
     """Assign a lukemelas-style EfficientNet-Lite0 PyTorch state_dict to a model from this module.
 
