@@ -33,7 +33,7 @@ import numpy as np
 from edgecap.runtime.sanity import NOT_CXR_CODES
 
 FORMAT = "edgecap-report/1"
-ATTENTION_DECIMALS = 3  # attention weights in JSON output (caption CLI and HTTP API alike)
+ATTENTION_DECIMALS = 3  # attention weights in JSON output: caption CLI, HTTP API, the app's export and history
 LABEL_NAMES = {1: "positive", 0: "negative", -1: "uncertain", None: None}
 
 
@@ -78,7 +78,7 @@ class Report:
             f"describe this image:\n{self.text}"
         )
 
-    def to_dict(self, attention_decimals: Optional[int] = 4, attention: bool = True) -> dict[str, Any]:
+    def to_dict(self, attention_decimals: Optional[int] = ATTENTION_DECIMALS, attention: bool = True) -> dict[str, Any]:
         """JSON-ready dict. attention_decimals None keeps full float32 precision; attention False drops it."""
         d: dict[str, Any] = {
             "format": FORMAT,
@@ -107,7 +107,10 @@ class Report:
         return d
 
     def to_json(
-        self, indent: Optional[int] = None, attention_decimals: Optional[int] = 4, attention: bool = True
+        self,
+        indent: Optional[int] = None,
+        attention_decimals: Optional[int] = ATTENTION_DECIMALS,
+        attention: bool = True,
     ) -> str:
         return json.dumps(self.to_dict(attention_decimals, attention), indent=indent)
 

@@ -39,7 +39,7 @@ NOT_CXR_CODES = frozenset({NOT_GRAYSCALE, BLANK, DOCUMENT, ASPECT})  # any of th
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class ImageThresholds:
     side: int = 256  # statistics are measured on the image resized to this long side
     chroma: float = 0.10  # a pixel is coloured when max(R, G, B) - min(R, G, B) exceeds this (scale 0..1)
     colour_share: float = 0.05  # not_grayscale above this share of coloured pixels (X-rays: 0.000)
@@ -50,7 +50,7 @@ class Thresholds:
     aspect_max: float = 2.2  # unusual_aspect above this width/height ratio or below its inverse
 
 
-DEFAULT = Thresholds()
+DEFAULT = ImageThresholds()
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ImageStats:
         return {k: round(v, decimals) for k, v in asdict(self).items()}
 
 
-def measure(image: np.ndarray, thresholds: Thresholds = DEFAULT) -> ImageStats:
+def measure(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> ImageStats:
     """Decoded image (read_image output: (H, W) or (H, W, 3), uint8 / uint16 / float) -> ImageStats."""
     image = _check_array(image)
     h, w = image.shape[:2]
@@ -82,7 +82,7 @@ def measure(image: np.ndarray, thresholds: Thresholds = DEFAULT) -> ImageStats:
     return ImageStats(colour, float(p99 - p1), float(p50), sharp, w / h)
 
 
-def check(image: np.ndarray, thresholds: Thresholds = DEFAULT) -> tuple[list[tuple[str, str]], ImageStats]:
+def check(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> tuple[list[tuple[str, str]], ImageStats]:
     """-> ([(code, message), ...] for every failed check, the statistics). No warnings: looks like an X-ray.
 
     Messages are predicates ("is a colour image: ..."), to follow a subject: "frontal image is a colour ..."."""
