@@ -119,12 +119,20 @@ def test_cat_photo_is_flagged_not_reported(captioner):
     skdata = pytest.importorskip("skimage.data")
     r = captioner.caption(skdata.chelsea())
     assert r.flagged and [w.code for w in r.warnings] == ["not_grayscale"]
-    assert r.text  # kept for inspection, never presented as a report; no structured labels:
+    assert r.text  # decoded, but never presented as a report; no structured labels:
     assert r.findings == {}
     shown = r.render_text()
-    assert shown.startswith("NOT A CHEST X-RAY?") and "frontal image is a colour image" in shown
-    assert shown.index(r.text) > shown.index("does not describe this image")
-    assert json.loads(r.to_json())["flagged"] is True
+    assert shown.startswith("NOT A CHEST X-RAY") and "frontal image is a colour image" in shown
+    assert r.text not in shown and "withheld" in shown
+    asked = r.render_text(show_flagged_text=True)
+    assert asked.index(r.text) > asked.index("does not describe this image")
+    d = json.loads(r.to_json())  # what an integration stores: no text, a distinct status, the reasons
+    assert d["status"] == "flagged" and d["text"] is None and d["text_withheld"] is True
+    assert d["tokens"] == [] and "attention" not in d and "flagged_text" not in d
+    assert [w["code"] for w in d["warnings"]] == ["not_grayscale"]
+    d = json.loads(r.to_json(show_flagged_text=True))  # asked for explicitly: under its own, marked name
+    assert d["text"] is None and d["text_withheld"] is False and d["flagged_text"] == r.text
+    assert Report.from_dict(d).text == r.text
 
 
 def test_blank_image_is_flagged(captioner):

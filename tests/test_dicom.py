@@ -90,13 +90,34 @@ def test_bad_files_are_image_errors(make_dicom, xray_gray, tmp_path):
         read_image(fake)
 
 
-def test_dicom_without_pixel_data(make_dicom, xray_gray):
-    ds = pydicom.dcmread(io.BytesIO(make_dicom(xray_gray)))
+def _without_pixels(data: bytes, sop_class=None) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
     del ds.PixelData
+    if sop_class is not None:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
     buf = io.BytesIO()
     ds.save_as(buf)
-    with pytest.raises(ImageError, match="without pixel data"):
-        read_image(buf.getvalue())
+    return buf.getvalue()
+
+
+def test_dicom_without_pixel_data(make_dicom, xray_gray):
+    """A DICOM that is no image (a text report) says so; an X-ray whose pixel data is gone says that instead."""
+    report = _without_pixels(make_dicom(xray_gray), pydicom.uid.BasicTextSRStorage)
+    with pytest.raises(ImageError, match=r"without pixel data \(Basic Text SR Storage\): a report"):
+        read_image(report)
+    with pytest.raises(ImageError, match=r"truncated or corrupt DICOM image \(Digital X-Ray Image Storage"):
+        read_image(_without_pixels(make_dicom(xray_gray)))
+
+
+def test_corrupt_dicom_header_is_not_called_a_dicom_without_pixels(make_dicom, xray_gray):
+    """Issue #13 item 12: one damaged element length before the pixel data (pydicom's force=True reading stops
+    there quietly) was reported as "DICOM file without pixel data"."""
+    data = make_dicom(xray_gray)
+    at = data.index(b"DX") - 2  # the 2-byte length of the Modality element's value ("DX")
+    damaged = data[:at] + b"\xff\xff" + data[at + 2 :]
+    with pytest.raises(ImageError, match="a corrupt DICOM header: the file holds pixel data") as e:
+        read_image(damaged)
+    assert "without pixel data" not in str(e.value)
 
 
 def test_missing_pydicom_is_a_clear_error(make_dicom, xray_gray, monkeypatch):

@@ -219,6 +219,7 @@ def shown(app):
         "notices": [[c.title, c.detail, c.level] for c in reversed(r.notices.children)],
         "findings": [[f.name, f.value] for f in reversed(r.findings.children)],
         "findings_visible": r.findings_card.opacity > 0,
+        "actions_offered": r.report_actions.opacity > 0 and not r.report_actions.disabled,
         "time": r.report_time.text, "bundle": r.report_bundle.text,
         "error_title": m.error_card.title if m.error_card.opacity > 0 else "",
         "error_detail": m.error_card.detail if m.error_card.opacity > 0 else "",
@@ -304,6 +305,10 @@ def restart(app, driver):
 def study(app, driver):
     yield from headless.study_script(image)(app, driver)
     state["after"] = shown(app)
+    app.toast_text = ""
+    for button in ("copy_button", "export_json_button", "export_text_button"):  # pressed even when not offered
+        press(getattr(ids(app, "report"), button))
+    state["toast_after_actions"] = app.toast_text
 
 
 def cancel(app, driver):
@@ -437,10 +442,15 @@ def test_photograph_is_flagged_not_reported(kivy_env, app_bundle, tmp_path):
     after = state["after"]
     title, detail, level = after["notices"][0]
     assert level == "error" and title == "This looks like a colour photograph, not a chest X-ray."
-    assert "does not describe this image" in detail and "colour image" in detail
+    assert "no report is shown" in detail and "colour image" in detail
     assert not after["findings_visible"] and not after["has_heatmap"]
     assert after["history"][0][0] == "Not a chest X-ray?" and after["history"][0][2]
-    assert after["report_text"] == caption(app_bundle, cat, after["threads"]).text  # kept, shown as void
+    # issue #13 item 3: no report text, and neither Copy nor Export offered (pressing them anyway does nothing)
+    model_text = caption(app_bundle, cat, after["threads"]).text
+    assert model_text and model_text not in after["report_text"] and after["report_text"].startswith("No report")
+    assert not after["actions_offered"]
+    assert state["toast_after_actions"] == ""  # no "Report copied.", no "Saved ..."
+    assert not list((tmp_path / "data" / "exports").glob("*"))
 
 
 @pytest.mark.slow

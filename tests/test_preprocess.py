@@ -60,7 +60,7 @@ def test_bytes_and_arrays(iu_data):
     "make, message",
     [
         (lambda p: p.write_bytes(b""), "empty file"),
-        (lambda p: p.write_bytes(b"this is not an image at all"), "not a readable image"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not a PNG, JPEG, BMP, TIFF or DICOM"),
         (lambda p: None, "no such file"),
     ],
 )

@@ -107,9 +107,22 @@ def test_rendered_document_is_flagged():
 
 @needs_data
 def test_unusual_aspect_is_flagged(xrays, skdata):
-    strip = next(iter(xrays.values()))[:150]  # a real X-ray cut into a 512 x 150 strip
+    strip = next(iter(xrays.values()))[:150]  # a real X-ray cut into a 512 x 150 strip, enlarged 2x (1024 x 300):
+    strip = cv2.resize(strip, None, fx=2.0, fy=2.0)  # wide, and large enough not to be too_small as well
     assert _codes(strip) == ["unusual_aspect"]
     assert "unusual_aspect" in _codes(skdata.text())  # handwriting on paper, 448 x 172
+
+
+@needs_data
+def test_too_small_is_flagged(xrays):
+    """A real X-ray as a thumbnail (shorter side 200 px) is flagged; the smallest real one (362 px) is not."""
+    image = next(iter(xrays.values()))
+    h, w = image.shape[:2]
+    thumb = cv2.resize(image, (round(w * 200 / min(h, w)), round(h * 200 / min(h, w))), interpolation=cv2.INTER_AREA)
+    assert _codes(thumb) == ["too_small"]
+    problems, stats = sanity.check(thumb)
+    assert stats.short_side == 200 and "200 pixels" in problems[0][1]
+    assert min(min(x.shape[:2]) for x in xrays.values()) >= sanity.DEFAULT.min_side
 
 
 def test_messages_explain_the_number(skdata):

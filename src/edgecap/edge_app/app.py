@@ -323,7 +323,7 @@ class EdgecapApp(App):
 
     def copy_report(self) -> None:
         report_screen = self.screen("report")
-        if report_screen.report is None:
+        if report_screen.report is None or report_screen.report.flagged:  # no report to copy (no button either)
             return
         try:
             from kivy.core.clipboard import Clipboard
@@ -334,9 +334,10 @@ class EdgecapApp(App):
             self.toast(f"Could not copy: {type(e).__name__}. Use Export text instead.")
 
     def export_report(self, fmt: str) -> Path | None:
-        """Write the report on screen to <data dir>/exports/ as .txt or .json (edgecap-report/1)."""
+        """Write the report on screen to <data dir>/exports/ as .txt or .json (edgecap-report/1); nothing for a
+        flagged study, which has no report."""
         report_screen = self.screen("report")
-        if report_screen.report is None:
+        if report_screen.report is None or report_screen.report.flagged:  # no report to export (no button either)
             return None
         out = self.data_dir / "exports"
         out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecap.runtime.sanity import ASPECT, BLANK, DOCUMENT, NOT_CXR_CODES, NOT_GRAYSCALE
+from edgecap.runtime.sanity import ASPECT, BLANK, DOCUMENT, FLAG_CODES, NOT_GRAYSCALE, TOO_SMALL
 
 
 @dataclass(frozen=True)
@@ -27,20 +27,23 @@ WARNING_TITLES = {
     BLANK: "This image is blank or almost uniform.",
     DOCUMENT: "This looks like a document or a screenshot, not a chest X-ray.",
     ASPECT: "This image has an unusual shape for a chest X-ray.",
+    TOO_SMALL: "This image is too small to read: open the original, not a thumbnail.",
     "dicom_multiframe": "The DICOM file holds several frames: only the first was used.",
     "unfinished": "The report reached its maximum length and may be cut off.",
 }
 
 FLAGGED_TITLE = "Not a chest X-ray?"
 FLAGGED_NOTE = (
-    "The model writes fluent text for any picture. The text below does not describe this image: do not use it."
+    "The model writes fluent text for any picture, so no report is shown for this image, and it cannot be copied "
+    "or exported."
 )
+WITHHELD_NOTE = "No report: this image does not look like a chest X-ray the model can read (see above)."
 
 
 def warning_message(code: str, message: str) -> Message:
     """One runtime warning -> Message. Not-a-chest-X-ray codes are errors in colour: they void the text."""
     title = WARNING_TITLES.get(code, message[:1].upper() + message[1:])
-    return Message(title, message, "error" if code in NOT_CXR_CODES else "warning", code)
+    return Message(title, message, "error" if code in FLAG_CODES else "warning", code)
 
 
 def error_message(exc: BaseException) -> Message:

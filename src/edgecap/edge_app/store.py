@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS reports (
     created TEXT NOT NULL,            -- UTC, ISO 8601
     frontal_name TEXT NOT NULL,       -- the input as given (a path, or a description)
     lateral_name TEXT,
-    text TEXT NOT NULL,               -- report.text
+    text TEXT NOT NULL,               -- report.text; '' when flagged (withheld)
     flagged INTEGER NOT NULL,         -- report.flagged (not a chest X-ray?)
     warnings INTEGER NOT NULL,        -- number of warnings
     bundle TEXT NOT NULL,             -- bundle folder used
@@ -97,7 +97,7 @@ class HistoryStore:
                     created,
                     report.inputs.get("frontal") or "",
                     report.inputs.get("lateral"),
-                    report.text,
+                    "" if report.flagged else report.text,  # a flagged study has no report (runtime.report)
                     int(report.flagged),
                     len(report.warnings),
                     str(report.bundle.get("path", "")),

@@ -13,8 +13,9 @@ the rule-based labeler on the generated text -> Report. Each stage is timed.
 The model is a `ReportModel`: a TFLite bundle (runtime.bundle.Bundle), or the Keras model of a run
 (training.keras_step.KerasBundle: the reference, through the very same flow).
 
-An input that fails a sanity check is still captioned (the model's text is kept for inspection), but the
-report is `flagged` and its warnings say why: front ends must not show it as a report of the image.
+An input that fails a sanity check (runtime.sanity.FLAG_CODES: not a chest X-ray, or too small to read) is
+still decoded, but the report is `flagged`, its warnings say why, and every output form withholds the text
+by default (runtime.report: status "flagged", text null; the model's text only on explicit request, marked).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any, Protocol, Union
 import numpy as np
 
 from edgecap.runtime import preprocess, sanity
-from edgecap.runtime.decoding import SpecialIds, StepModel, decode
+from edgecap.runtime.decoding import DEFAULT_BEAM, SpecialIds, StepModel, decode
+from edgecap.runtime.image_header import DEFAULT_MAX_PIXELS
 from edgecap.runtime.report import Notice, Report, findings_from_labels
 from edgecap.runtime.study import ImageEncoder, fuse_views
 from edgecap.runtime.vocab import Vocabulary
@@ -68,12 +70,17 @@ def input_name(source: ImageInput) -> str:
 class Captioner:
     """A loaded bundle + labeler. Not thread-safe (one interpreter per bundle): one Captioner per thread."""
 
-    def __init__(self, bundle: ReportModel, labeler=None, check_inputs: bool = True):
+    def __init__(
+        self, bundle: ReportModel, labeler=None, check_inputs: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ):
+        """check_inputs: run runtime.sanity on every view (tools that feed known X-rays may turn it off);
+        max_pixels: refuse larger images from their header (runtime.image_header; None: no limit)."""
         from edgecap.labeler import Labeler
 
         self.bundle = bundle
         self.labeler = labeler if labeler is not None else Labeler.default()
         self.check_inputs = check_inputs
+        self.max_pixels = max_pixels
         self.bundle_info = dict(bundle.info)
         p = bundle.positions
         grid = math.isqrt(p)
@@ -98,11 +105,13 @@ class Captioner:
                 )
         return cls(Bundle.load(path, num_threads=num_threads), **kwargs)
 
-    def caption(self, frontal: ImageInput, lateral: ImageInput | None = None, beam: int = 3) -> Report:
+    def caption(self, frontal: ImageInput, lateral: ImageInput | None = None, beam: int = DEFAULT_BEAM) -> Report:
         """Write the report for one study (a frontal view, optionally a lateral one).
 
         Raises:
-            ImageError: an input cannot be read (missing, corrupt, unsupported, DICOM without a codec).
+            ImageError: an input cannot be read (missing, corrupt, DICOM without a codec); its subclasses
+                UnsupportedImageError (not an image format edgecap reads) and ImageTooLargeError (more
+                pixels than max_pixels, refused from the header).
             CaptionError: beam < 1, or a lateral view for a bundle that takes one view.
         """
         b = self.bundle
@@ -121,7 +130,7 @@ class Captioner:
                 continue
             t0 = time.perf_counter()
             notes: list[tuple[str, str]] = []
-            image = preprocess.read_image(source, notes)  # (H, W[, 3]) as stored
+            image = preprocess.read_image(source, notes, self.max_pixels)  # (H, W[, 3]) as stored
             t1 = time.perf_counter()
             if self.check_inputs:
                 problems, s = sanity.check(image)
@@ -145,7 +154,7 @@ class Captioner:
         decoded = decode(b, features, mask, b.special, b.max_len, beam=beam)
         t1 = time.perf_counter()
         text = b.vocab.render(decoded.ids)
-        flagged = any(w.code in sanity.NOT_CXR_CODES for w in warnings)
+        flagged = any(w.code in sanity.FLAG_CODES for w in warnings)
         findings = {} if flagged else findings_from_labels(self.labeler.label(text))  # see Report.findings
         t2 = time.perf_counter()
         if not decoded.finished:

@@ -13,14 +13,24 @@ Multi-frame files: the first frame, with a note. Colour (RGB / YBR / PALETTE COL
 (H, W, 3) in [0, 1] (pydicom converts YBR to RGB); the not-a-chest-X-ray check then judges them.
 
 pydicom is optional (`pip install edgecap[dicom]`): it is imported only when a DICOM file arrives, and its
-absence is a clear ImageError. Compressed transfer syntaxes need a pydicom decoding plugin (Pillow for
-JPEG baseline / JPEG 2000, pylibjpeg-libjpeg or python-gdcm for JPEG-LS / lossless JPEG); without one the
-error names the transfer syntax and the packages to install. Device-safe: numpy (+ pydicom).
+absence is a clear ImageError. It is imported through `import_pydicom`, with `requests` hidden: pydicom
+imports its test-data downloader (pydicom.data), which imports requests -> urllib3, whose import-time IPv6
+probe creates a socket bound to ::1. Without requests pydicom's downloader falls back to urllib (imported,
+never called) and no socket is created at all (tests/test_no_network.py refuses every socket).
+
+Compressed transfer syntaxes need a pydicom decoding plugin (Pillow for JPEG baseline / JPEG 2000,
+pylibjpeg-libjpeg or python-gdcm for JPEG-LS / lossless JPEG); without one the error names the transfer
+syntax and the packages to install. Device-safe: numpy (+ pydicom).
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import sys
+import threading
+import warnings
+from types import ModuleType
 
 import numpy as np
 
@@ -28,6 +38,29 @@ from edgecap.runtime.errors import ImageError
 from edgecap.runtime.formats import has_dicom_magic, is_dicom  # noqa: F401 - is_dicom: re-exported
 
 _CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_pydicom() -> ModuleType:
+    """pydicom with pydicom.pixels, imported without `requests` (see the module docstring). Raises ImportError.
+
+    `requests` is hidden only while pydicom is first imported and only when nothing imported it before (then
+    urllib3's probe has run already and hiding it would change nothing)."""
+    if "pydicom.pixels" in sys.modules:
+        return sys.modules["pydicom"]
+    with _IMPORT_LOCK:
+        hide = "requests" not in sys.modules
+        if hide:
+            sys.modules["requests"] = None  # type: ignore[assignment]  # `import requests` raises ImportError
+        try:
+            import pydicom
+            import pydicom.pixels  # noqa: F401
+        finally:
+            if hide:
+                del sys.modules["requests"]
+    return pydicom
 
 
 def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | None = None) -> np.ndarray:
@@ -42,20 +75,20 @@ def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | No
         ImageError: pydicom missing, not a DICOM file, no pixel data, or no decoder for its compression.
     """
     try:
-        import pydicom
+        pydicom = import_pydicom()
         from pydicom.pixels import pixel_array
     except ImportError as e:
         raise ImageError(f"{name}: DICOM input needs pydicom: pip install 'edgecap[dicom]' ({e})") from None
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        with warnings.catch_warnings():  # pydicom warns about what it works around; the errors below say it
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as e:  # pydicom raises many types for garbage input
         raise ImageError(f"{name}: not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if not has_dicom_magic(data):
             raise ImageError(f"{name}: not a DICOM file (no 'DICM' mark, no DICOM image data)")
-        raise ImageError(
-            f"{name}: DICOM file without pixel data (a report, a structured document or a series index, not an image)"
-        )
+        raise ImageError(f"{name}: {_why_no_pixels(ds, data)}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     syntax = _transfer_syntax(ds)
     try:
@@ -86,6 +119,28 @@ def decode(data: bytes, name: str = "<bytes>", notes: list[tuple[str, str]] | No
     if arr.ndim != 2:
         raise ImageError(f"{name}: unsupported DICOM pixel array of shape {arr.shape}")
     return _display_gray(arr, ds, photometric, name)
+
+
+# (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float Pixel Data, as stored little / big endian
+_PIXEL_TAGS = tuple(
+    struct.pack(order, 0x7FE0, element) for order in ("<HH", ">HH") for element in (0x0010, 0x0008, 0x0009)
+)
+
+
+def _why_no_pixels(ds, data: bytes) -> str:
+    """Why a DICOM that pydicom read (force=True stops quietly at the first element it cannot parse) has no pixel
+    data: a corrupt header hiding pixel data that is there, a truncated image, or a DICOM that is no image."""
+    if any(tag in data for tag in _PIXEL_TAGS):
+        return (
+            "a corrupt DICOM header: the file holds pixel data, but an element before it cannot be parsed "
+            "(a damaged length or value representation)"
+        )
+    sop = ds.get("SOPClassUID")
+    kind = getattr(sop, "name", "") if sop is not None else ""
+    if "Image" in kind or "X-Ray" in kind:
+        return f"a truncated or corrupt DICOM image ({kind}): its pixel data is missing"
+    what = f" ({kind})" if kind else ""
+    return f"DICOM file without pixel data{what}: a report, a structured document or a series index, not an image"
 
 
 def _display_gray(arr: np.ndarray, ds, photometric: str, name: str) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecap.runtime import dicom
 from edgecap.runtime.errors import ImageError
-from edgecap.runtime.formats import is_dicom
+from edgecap.runtime.image_header import DEFAULT_MAX_PIXELS, check_header
 
 cv2.setNumThreads(1)  # predictable latency on small devices; batch parallelism happens above this layer
 
@@ -31,13 +31,18 @@ __all__ = ["ImageError", "read_image", "to_gray", "resize_square", "normalize", 
 
 
 def read_image(
-    source: str | Path | bytes | bytearray | memoryview | np.ndarray, notes: list[tuple[str, str]] | None = None
+    source: str | Path | bytes | bytearray | memoryview | np.ndarray,
+    notes: list[tuple[str, str]] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode PNG (8- or 16-bit), JPEG, BMP, TIFF or DICOM.
 
-    Returns (H, W) or (H, W, 3) RGB: uint8 or uint16 as stored; float32 in [0, 1] for DICOM, already
-    through its display pipeline (see runtime.dicom). `notes`, if given, receives non-fatal remarks as
-    (code, message), e.g. a multi-frame DICOM of which only the first frame is used.
+    Returns (H, W) or (H, W, 3) RGB: uint8 or uint16 as stored (an alpha channel is dropped at decode);
+    float32 in [0, 1] for DICOM, already through its display pipeline (see runtime.dicom). `notes`, if
+    given, receives non-fatal remarks as (code, message), e.g. a multi-frame DICOM of which only the first
+    frame is used. Files and bytes go through runtime.image_header first: a format edgecap does not read is
+    an UnsupportedImageError, more than `max_pixels` (None: no limit) an ImageTooLargeError, both before any
+    decoder allocates the image. Arrays are taken as given.
     """
     if isinstance(source, np.ndarray):
         return _check_array(source)
@@ -52,18 +57,21 @@ def read_image(
         except OSError as e:
             raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
         name = str(path)
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    if is_dicom(data, None if name == "<bytes>" else name):
+    header = check_header(data, name, max_pixels)
+    if header.format == "dicom":
         return _check_array(dicom.decode(data, name, notes))
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
     if image is None:
-        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+        raise ImageError(f"{name}: not a readable image (a corrupt or truncated {header.format.upper()})")
     if image.ndim == 3:
-        if image.shape[2] == 4:
-            image = image[:, :, :3]
         image = image[:, :, ::-1]  # OpenCV decodes BGR
     return _check_array(image)
+
+
+# Depth and channels as stored (8 / 16 bit; grey stays one channel), but no alpha plane: a 16-bit RGBA image
+# decodes to 6 bytes a pixel instead of 8. EXIF orientation is ignored, as it always was here: the training
+# images have none, and a rotated report image must look the same to the model as its file does to a reader.
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:
@@ -84,15 +92,28 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     dtype = image.dtype
     if image.ndim == 3 and _equal_channels(image):  # an X-ray stored as RGB: its luma is any one channel
         image = image[:, :, 0]
-    x = image.astype(np.float32)
-    if x.ndim == 3:  # ITU-R 601 luma, as cv2.COLOR_RGB2GRAY
-        x = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = _luma(image) if image.ndim == 3 else image.astype(np.float32)
     if dtype == np.uint8:
-        return x / 255.0
+        x /= np.float32(255.0)
+        return x
     if dtype.kind == "f" and x.min() >= 0.0 and x.max() <= 1.0:
         return x
     lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if hi <= lo:
+        return np.zeros_like(x)
+    x -= np.float32(lo)  # in place: a 30 MP image holds one float32 copy (120 MB), not three
+    x /= np.float32(hi - lo)
+    return x
+
+
+def _luma(rgb: np.ndarray, rows: int = 256) -> np.ndarray:
+    """(H, W, 3) -> float32 (H, W): ITU-R 601 luma, as cv2.COLOR_RGB2GRAY but not rounded. A block of rows at a
+    time, so a 30 MP colour image needs its float32 grey (120 MB), not a float32 copy of all three channels."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    out = np.empty(rgb.shape[:2], np.float32)
+    for i in range(0, rgb.shape[0], rows):
+        out[i : i + rows] = rgb[i : i + rows].astype(np.float32) @ weights
+    return out
 
 
 def _equal_channels(image: np.ndarray) -> bool:

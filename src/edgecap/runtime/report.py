@@ -1,18 +1,24 @@
 """The Report: what the captioner returns for one study, and its JSON form (`edgecap-report/1`).
 
-    text          the generated report, rendered by vocab.render ("The heart is normal. ...")
-    flagged       True when the input does not look like a chest X-ray (see runtime.sanity): the text is
-                  kept, unchanged, but must not be shown as a report of the image (`Report.render_text`
-                  says so first); JSON readers must check this field
-    warnings      [{code, message}]: not-a-chest-X-ray codes (sanity.NOT_CXR_CODES) and notes such as
+    status        "ok", or "flagged" when an input does not look like a chest X-ray or is too small to read
+                  (runtime.sanity.FLAG_CODES)
+    text          the generated report, rendered by vocab.render ("The heart is normal. ..."); null in JSON
+                  when flagged: a model writes a fluent normal report for a cat photo, and an integration
+                  that stores `text` must never store that
+    text_withheld JSON: true when flagged and the text left out (the default); false otherwise
+    flagged_text  JSON, only when flagged and the caller asked for it (`--show-flagged-text`, the API's
+                  show_flagged_text): the model's text, under a name no reader of `text` takes by mistake
+    flagged       True when status is "flagged" (kept for readers of the first format)
+    warnings      [{code, message}]: the flag reasons (sanity.FLAG_CODES) and notes such as
                   dicom_multiframe or unfinished (max_len reached before <eos>)
     findings      observation -> "positive" | "negative" | "uncertain" | None (not mentioned), from the
                   rule-based labeler (edgecap.labeler, a CheXpert proxy) run on the generated text, not on the
                   image. Empty ({}) when flagged: software reads these labels without reading warnings, so no
                   "No Finding: positive" is produced for a cat
-    tokens        generated tokens ("." included), without <bos>/<eos>
+    tokens        generated tokens ("." included), without <bos>/<eos>; [] in JSON when the text is withheld
     attention     (T, N) float32: the decoder's attention over the N = views x grid x grid image positions
-                  for each token; JSON: nested lists, rounded (`attention_decimals`)
+                  for each token; JSON: nested lists, rounded (`attention_decimals`), left out with a
+                  withheld text
     attention_layout  {"views": [...], "grid": g}: position n is view n // g**2, row (n % g**2) // g, col n % g
     timings       read_ms, sanity_ms, preprocess_ms, encoder_ms, decoder_ms, labeler_ms, total_ms, decoder_steps
     inputs        {"frontal": name, "lateral": name or None}
@@ -30,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecap.runtime.sanity import NOT_CXR_CODES
+from edgecap.runtime.sanity import FLAG_CODES
 
 FORMAT = "edgecap-report/1"
 ATTENTION_DECIMALS = 3  # attention weights in JSON output: caption CLI, HTTP API, the app's export and history
@@ -68,27 +74,52 @@ class Report:
     def warning_codes(self) -> list[str]:
         return [w.code for w in self.warnings]
 
-    def render_text(self) -> str:
-        """Text for people. A flagged report starts with the reasons, so it is never read as a finding."""
+    @property
+    def status(self) -> str:
+        return "flagged" if self.flagged else "ok"
+
+    @property
+    def reasons(self) -> list[Notice]:
+        """The warnings that flag this report (empty when it is not flagged)."""
+        return [w for w in self.warnings if w.code in FLAG_CODES]
+
+    def render_text(self, show_flagged_text: bool = False) -> str:
+        """Text for people. A flagged report gives the reasons and no report; with show_flagged_text, the
+        model's text follows, introduced as not describing the image."""
         if not self.flagged:
             return self.text
-        reasons = "; ".join(w.message for w in self.warnings if w.code in NOT_CXR_CODES)
+        reasons = "; ".join(w.message for w in self.reasons)
+        head = f"NOT A CHEST X-RAY, OR NOT READABLE AS ONE: {reasons}."
+        if not show_flagged_text:
+            return f"{head}\nNo report: the model's text is withheld."
         return (
-            f"NOT A CHEST X-RAY? {reasons}.\nThe generated text below is kept for inspection only; it does not "
-            f"describe this image:\n{self.text}"
+            f"{head}\nThe model's text below was asked for (--show-flagged-text) and is shown for inspection only; "
+            f"it does not describe this image:\n{self.text}"
         )
 
-    def to_dict(self, attention_decimals: Optional[int] = ATTENTION_DECIMALS, attention: bool = True) -> dict[str, Any]:
-        """JSON-ready dict. attention_decimals None keeps full float32 precision; attention False drops it."""
+    def to_dict(
+        self,
+        attention_decimals: Optional[int] = ATTENTION_DECIMALS,
+        attention: bool = True,
+        show_flagged_text: bool = False,
+    ) -> dict[str, Any]:
+        """JSON-ready dict. attention_decimals None keeps full float32 precision; attention False drops it.
+        A flagged report's text is withheld (text null, no tokens or attention) unless show_flagged_text,
+        which puts it in "flagged_text" (text stays null)."""
+        withheld = self.flagged and not show_flagged_text
         d: dict[str, Any] = {
             "format": FORMAT,
-            "text": self.text,
+            "status": self.status,
+            "text": None if self.flagged else self.text,
+            "text_withheld": withheld,
             "flagged": self.flagged,
             "warnings": [w.to_dict() for w in self.warnings],
             "findings": dict(self.findings),
-            "tokens": list(self.tokens),
+            "tokens": [] if withheld else list(self.tokens),
         }
-        if attention:
+        if self.flagged and show_flagged_text:
+            d["flagged_text"] = self.text
+        if attention and not withheld:
             att = np.asarray(self.attention, np.float64)
             if attention_decimals is not None:
                 att = np.round(att, attention_decimals)
@@ -111,22 +142,24 @@ class Report:
         indent: Optional[int] = None,
         attention_decimals: Optional[int] = ATTENTION_DECIMALS,
         attention: bool = True,
+        show_flagged_text: bool = False,
     ) -> str:
-        return json.dumps(self.to_dict(attention_decimals, attention), indent=indent)
+        return json.dumps(self.to_dict(attention_decimals, attention, show_flagged_text), indent=indent)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Report":
         if d.get("format") != FORMAT:
             raise ValueError(f"not an edgecap report (format {d.get('format')!r})")
         att = d.get("attention")
+        text = d["text"] if d.get("text") is not None else d.get("flagged_text") or ""  # "": withheld
         return cls(
-            text=d["text"],
+            text=text,
             tokens=list(d["tokens"]),
             attention=np.asarray(att if att is not None else np.zeros((0, 0)), np.float32),
             findings=dict(d["findings"]),
             timings=dict(d["timings"]),
             warnings=[Notice(w["code"], w["message"]) for w in d.get("warnings", [])],
-            flagged=bool(d.get("flagged", False)),
+            flagged=bool(d.get("flagged", False)) or d.get("status") == "flagged",
             inputs=dict(d.get("inputs", {})),
             attention_layout=dict(d.get("attention_layout", {})),
             image_stats=dict(d.get("image_stats", {})),

@@ -11,12 +11,16 @@ resolution), grey levels in [0, 1] after preprocess.to_gray:
     document_like   share of pixels with |Laplacian| > 0.2 (>= 10 %)         scanned / rendered pages
                     on a light page: median grey level (>= 0.6)
     unusual_aspect  width / height (> 2.2 or < 1 / 2.2)                      banners, panoramas, strips
+    too_small       shorter side in pixels, of the image as given (< 256)    thumbnails, icons, crops
 
 Calibration (tests/test_sanity.py keeps it true): on all 15 real X-rays of the shared IU X-Ray sample
 (11 Open-i PNGs, 4 full-resolution Kaggle PNGs; also after JPEG quality 30) the statistics are: coloured
-share 0.000, spread >= 0.60, sharp-edge share <= 0.024, aspect 0.81-1.41. Non-X-rays: the scikit-image
-cat 0.95 coloured, astronaut 0.42, coffee 0.92; a constant image spread 0.000; the scanned page
-(skimage.data.page) sharp share 0.22 with median 0.70, a rendered page of report text 0.38 with median 1.0.
+share 0.000, spread >= 0.60, sharp-edge share <= 0.024, aspect 0.81-1.41, shorter side >= 362 px (Open-i's
+downsized PNGs; the Kaggle originals have >= 2,000). The model sees 224 px (the edge bundle) to 384 px; below
+256 px a 43 cm chest has under 0.6 pixels per millimetre, and a thumbnail's report would be fluent guesswork.
+Non-X-rays: the scikit-image cat 0.95 coloured, astronaut 0.42, coffee 0.92; a constant image spread 0.000;
+the scanned page (skimage.data.page) sharp share 0.22 with median 0.70, a rendered page of report text 0.38
+with median 1.0.
 
 What it does not catch: grey-scale photographs (skimage's camera man, coins, the moon) and other
 radiographs (a hand, a CT slice). Those need a learned out-of-distribution detector; this module makes
@@ -35,7 +39,10 @@ import numpy as np
 from edgecap.runtime.preprocess import _check_array, to_gray
 
 NOT_GRAYSCALE, BLANK, DOCUMENT, ASPECT = "not_grayscale", "blank_image", "document_like", "unusual_aspect"
-NOT_CXR_CODES = frozenset({NOT_GRAYSCALE, BLANK, DOCUMENT, ASPECT})  # any of these sets Report.flagged
+TOO_SMALL = "too_small"
+# Any of these sets Report.flagged: the report's text is withheld (runtime.report). All but too_small say
+# "not a chest X-ray"; too_small says "too few pixels to read one".
+FLAG_CODES = frozenset({NOT_GRAYSCALE, BLANK, DOCUMENT, ASPECT, TOO_SMALL})
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class ImageThresholds:
     document_sharp: float = 0.10  # document_like at or above this sharp-edge share (X-rays: <= 0.024) ...
     document_median: float = 0.6  # ... on a light page: median grey level at or above this
     aspect_max: float = 2.2  # unusual_aspect above this width/height ratio or below its inverse
+    min_side: int = 256  # too_small below this shorter side, in pixels of the image as given (X-rays: >= 362)
 
 
 DEFAULT = ImageThresholds()
@@ -60,9 +68,10 @@ class ImageStats:
     median: float  # median grey level
     sharp_share: float  # share of pixels on sharp edges (text strokes, fine texture)
     aspect: float  # width / height
+    short_side: int  # the shorter side of the image as given, in pixels
 
     def to_dict(self, decimals: int = 4) -> dict[str, float]:
-        return {k: round(v, decimals) for k, v in asdict(self).items()}
+        return {k: v if isinstance(v, int) else round(v, decimals) for k, v in asdict(self).items()}
 
 
 def measure(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> ImageStats:
@@ -79,7 +88,7 @@ def measure(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> ImageSt
     p1, p50, p99 = np.percentile(gray, [1, 50, 99])
     lap = np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=1))
     sharp = float((lap > thresholds.sharp_level).mean())
-    return ImageStats(colour, float(p99 - p1), float(p50), sharp, w / h)
+    return ImageStats(colour, float(p99 - p1), float(p50), sharp, w / h, min(w, h))
 
 
 def check(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> tuple[list[tuple[str, str]], ImageStats]:
@@ -119,6 +128,14 @@ def check(image: np.ndarray, thresholds: ImageThresholds = DEFAULT) -> tuple[lis
                 ASPECT,
                 f"has an unusual shape: width / height = {s.aspect:.2f}; chest X-rays lie between "
                 f"{1 / t.aspect_max:.2f} and {t.aspect_max:.1f}",
+            )
+        )
+    if s.short_side < t.min_side:
+        out.append(
+            (
+                TOO_SMALL,
+                f"is too small to read: its shorter side is {s.short_side} pixels (below {t.min_side}); "
+                f"send the original image, not a thumbnail",
             )
         )
     return out, s

@@ -16,9 +16,9 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.screenmanager import Screen
 
 from edgecap import __version__
-from edgecap.edge_app.messages import FLAGGED_NOTE, finding_rows, sentence, short_path, warning_message
+from edgecap.edge_app.messages import FLAGGED_NOTE, WITHHELD_NOTE, finding_rows, sentence, short_path, warning_message
 from edgecap.edge_app.widgets import NoticeCard, texture_from_rgb
-from edgecap.runtime.sanity import NOT_CXR_CODES
+from edgecap.runtime.sanity import FLAG_CODES
 
 
 class ReportScreen(Screen):
@@ -53,7 +53,7 @@ class ReportScreen(Screen):
         self.report_view = "frontal" if "frontal" in display else next(iter(display), "frontal")
         self.report_has_heatmap = bool(overlays)
         self.report_flagged = bool(report.flagged)
-        self.report_text = report.text
+        self.report_text = WITHHELD_NOTE if report.flagged else report.text  # never the model's text then
         self.report_notice = sentence(report.bundle.get("notice", ""))
         self.report_time = _time_line(report)
         self.report_bundle = _bundle_line(report.bundle)
@@ -84,9 +84,10 @@ class ReportScreen(Screen):
         self.report_texture = over if (self.show_heatmap and over is not None) else plain
 
     def as_text(self) -> str:
-        """The report on screen as plain text (Copy, Export text); "" when there is none."""
+        """The report on screen as plain text (Copy, Export text); "" when there is none, or when the study is
+        flagged (it has no report: the app offers neither Copy nor Export for it)."""
         r = self.report
-        if r is None:
+        if r is None or r.flagged:
             return ""
         lines = [r.render_text(), ""]
         rows = finding_rows(r.findings)
@@ -137,7 +138,7 @@ def _notice_cards(report) -> list[NoticeCard]:
     """Report warnings -> NoticeCards: one red card when the input does not look like a chest X-ray (its
     reasons in plain words), amber cards for the other warnings."""
     cards = []
-    reasons = [w for w in report.warnings if w.code in NOT_CXR_CODES]
+    reasons = [w for w in report.warnings if w.code in FLAG_CODES]
     if report.flagged:
         first = warning_message(reasons[0].code, reasons[0].message) if reasons else None
         title = first.title if first else "This does not look like a chest X-ray."
@@ -146,7 +147,7 @@ def _notice_cards(report) -> list[NoticeCard]:
         code = reasons[0].code if reasons else "flagged"
         cards.append(NoticeCard(title=title, detail=" ".join(words), level="error", code=code))
     for w in report.warnings:
-        if w.code not in NOT_CXR_CODES:
+        if w.code not in FLAG_CODES:
             m = warning_message(w.code, w.message)
             cards.append(NoticeCard(title=m.title, detail=m.detail, level=m.level, code=m.code))
     return cards
