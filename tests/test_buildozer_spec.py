@@ -29,6 +29,12 @@ IMPORT_NAMES = {
     "plyer": "plyer",
     "android": "android",
     "filetype": "filetype",
+    "pydantic-core": "pydantic_core",
+    "pydantic": "pydantic",
+    "annotated-types": "annotated_types",
+    "typing-extensions": "typing_extensions",
+    "typing-inspection": "typing_inspection",
+    "cryptography": "cryptography",
 }
 # imports an app module may make inside a function without a recipe: the interpreter fallback chain
 # (runtime/interpreter.py tries ai-edge-litert, then tflite-runtime, then TensorFlow, each under ImportError)

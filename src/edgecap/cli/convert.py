@@ -1,15 +1,17 @@
 """`edgecap convert`: run directory -> verified TFLite bundle.
 
     edgecap convert --run runs/demo --out bundles/demo-int8 --int8 [--calibration DATA_OR_IMAGES] [--samples 200]
+    edgecap convert --run runs/demo --out bundles/demo-int8 --int8 --sign-key ~/keys/maintainers.pem
 
 Modes (convert.modes.MODES): --float32, --float16, --dynamic, --int8 (float16 encoder + int8 decoder, the
 edge default), --int8-full (int8 encoder too, where its verification passes).
 
 One flag per row of convert.modes.MODES (the function's signature is built from the table); the defaults of
---samples, --decoder-samples, --verify-studies and --step-batch are convert.pipeline's. Exit status:
+--samples, --decoder-samples, --verify-studies and --step-batch are convert.pipeline's. --sign-key signs the
+verified bundle (manifest.sig, runtime.signing); a bundle that fails verification is left unsigned. Exit status:
 0 converted and verified; 1 converted, but verification missed the mode's thresholds (the manifest is still
 written, with the failing verification) or the converter failed; 2 bad usage (not a run directory, no
-images, no or several modes).
+images, no or several modes, an unusable signing key).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def convert(
     step_batch: int = typer.Option(STEP_BATCH, "--step-batch", min=1, help="Rows of one decoder call: a beam of this "
                                                                            "size advances in one call (smaller beams "
                                                                            "are padded; 1 = fastest greedy)."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="A private key (PEM, edgecap bundle keygen): "
+                                                                     "sign the bundle once verified (manifest.sig)."),
     **modes: bool,
 ) -> None:
     """Convert a trained run to an edge bundle (encoder + decoder step .tflite, vocab, manifest) and verify it
@@ -57,7 +61,7 @@ def convert(
     quiet_tensorflow()
     require_module("tensorflow", "edgecap convert needs TensorFlow: pip install 'edgecap[train]'")
     options = dict(calibration=calibration, samples=samples, verify_studies=verify_studies, num_threads=threads,
-                   decoder_samples=decoder_samples, step_batch=step_batch)
+                   decoder_samples=decoder_samples, step_batch=step_batch, sign_key=sign_key)
     r = _convert(run, out, chosen[0], options)
     from edgecap.convert.verify import table
 
@@ -77,7 +81,8 @@ def convert(
             f"verification missed the {m.mode} thresholds ({failed}); the manifest records the failing verification",
             EXIT_FAILED,
         )
-    typer.echo(f"converted and verified in {r.seconds:.0f} s\nnext: edgecap caption IMAGE --bundle {out}")
+    signed = f", signed by {r.signer.name} (key id {r.signer.key_id})" if r.signer else ""
+    typer.echo(f"converted and verified in {r.seconds:.0f} s{signed}\nnext: edgecap caption IMAGE --bundle {out}")
 
 
 def _convert(run: Path, out: Path, mode: str, options: dict[str, Any]) -> Any:

@@ -14,8 +14,12 @@ Stages, each a function below, the run opened once (training.run_dir.RunDir) and
     manifest     vocab.json and manifest.json (convert.bundle_writer), the source run's weights hashed
     verify       the bundle loaded as a device loads it (runtime.bundle.Bundle), compared with Keras on real
                  images (convert.verify); the result written into the manifest
+    sign         with a signing key only (--sign-key): manifest.sig over the final manifest
+                 (runtime.signing), once verification has passed; a failed bundle is left unsigned
 
-The manifest is written before verification and again with its result, so a failure can be inspected.
+The manifest is written before verification and again with its result, so a failure can be inspected. The
+signing key is loaded before anything is converted (a wrong path fails at once) and its path is never written
+into the bundle.
 Needs TensorFlow.
 """
 
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from edgecap.convert.calibration import Calibration
     from edgecap.convert.sources import ImageStudy, Source
     from edgecap.runtime.manifest import ModelFile
+    from edgecap.runtime.signing import Signer, SigningKey
     from edgecap.runtime.vocab import Vocabulary
     from edgecap.training.keras_step import KerasBundle
     from edgecap.training.model import CaptionModel
@@ -80,6 +85,7 @@ class ConvertOptions:
     num_threads: int | None = None  # interpreter threads for verification (None: the interpreter's default)
     notice: str = DEFAULT_NOTICE  # the manifest's notice, shown by every front end
     step_batch: int = STEP_BATCH  # rows of the decoder step file
+    sign_key: str | Path | None = None  # a private key PEM (runtime.signing): sign the bundle once verified
 
     def check(self) -> None:
         """Raises ConvertError for a setting no conversion can use."""
@@ -96,6 +102,7 @@ class ConvertResult:
     manifest: Manifest
     passed: bool
     seconds: float
+    signer: Signer | None = None  # who signed the bundle (ConvertOptions.sign_key), None: unsigned
 
 
 @dataclass
@@ -128,12 +135,14 @@ def convert_run(
     **settings: Any,
 ) -> ConvertResult:
     """Convert and verify one mode. `settings` are ConvertOptions fields by name (samples=, verify_studies=,
-    step_batch=, ...), applied over `options`. Raises ConvertError (bad inputs), convert.export.ConversionError
-    (the converter failed or wrote forbidden ops). Verification failing is not an exception: result.passed."""
+    step_batch=, sign_key=, ...), applied over `options`. Raises ConvertError (bad inputs, an unusable signing
+    key), convert.export.ConversionError (the converter failed or wrote forbidden ops). Verification failing is
+    not an exception: result.passed (and the bundle is left unsigned)."""
     t0 = time.time()
     m = by_name(mode)
     opts = replace(options or ConvertOptions(), **settings)
     opts.check()
+    key = signing_key(opts)
     out = Path(out)
     ref = load(RunDir.of(run))
     studies = sources(ref, opts, log)
@@ -142,7 +151,20 @@ def convert_run(
     manifest = write_manifest(ref, m, files, facts, opts, out)
     manifest.verification = verify_bundle(ref, studies, m, opts, out, log)
     manifest.save(out)
-    return ConvertResult(out, m, manifest, manifest.verification["passed"], time.time() - t0)
+    passed = manifest.verification["passed"]
+    return ConvertResult(out, m, manifest, passed, time.time() - t0, sign(out, key, passed, log))
+
+
+def signing_key(opts: ConvertOptions) -> SigningKey | None:
+    """The key of opts.sign_key, loaded before the conversion starts (ConvertError when it is unusable)."""
+    from edgecap.runtime.signing import SignatureError, load_signing_key
+
+    if opts.sign_key is None:
+        return None
+    try:
+        return load_signing_key(opts.sign_key)
+    except SignatureError as e:
+        raise ConvertError(f"--sign-key: {e}") from None
 
 
 def load(run: RunDir) -> Reference:
@@ -242,6 +264,7 @@ def write_manifest(
     from edgecap.convert.bundle_writer import build_manifest
     from edgecap.resources import portable_path
     from edgecap.runtime.bundle import sha256_file
+    from edgecap.runtime.signing import SIGNATURE_NAME
 
     weights = ref.run.trained_weights  # head.weights.npz: a frozen pretrained backbone
     source = {
@@ -264,6 +287,7 @@ def write_manifest(
         step_batch=opts.step_batch,
     )
     manifest.save(out)
+    (out / SIGNATURE_NAME).unlink(missing_ok=True)  # a signature from an earlier conversion signs another manifest
     return manifest
 
 
@@ -273,9 +297,27 @@ def verify_bundle(
     """The bundle in `out`, loaded as a device loads it, against Keras -> the manifest's "verification"."""
     from edgecap.convert.verify import verify
     from edgecap.runtime.bundle import Bundle
+    from edgecap.runtime.signing import TrustStore
 
-    bundle = Bundle.load(out, opts.num_threads)
+    # integrity only: the bundle was written by this process and is signed (stage sign) once verified; this
+    # machine's trusted keys (EDGECAP_TRUSTED_KEYS) would refuse it as unsigned
+    bundle = Bundle.load(out, opts.num_threads, trust=TrustStore.none())
     log(f"verifying on {len(studies.checked)} studies of {studies.verify_pool.describe()} ({bundle.interpreter_name})")
     verification = verify(bundle, ref.keras, studies.checked, m.thresholds, ref.cfg.train.seed)
     verification["source"] = studies.verify_pool.describe(out)
     return verification
+
+
+def sign(out: Path, key: SigningKey | None, passed: bool, log: Callable[[str], None]) -> Signer | None:
+    """Stage sign: manifest.sig for a verified bundle (runtime.signing.sign_bundle); None when there is no key or
+    verification failed (a failed bundle is never signed: the signature vouches for a checked bundle)."""
+    from edgecap.runtime.signing import sign_bundle
+
+    if key is None:
+        return None
+    if not passed:
+        log("not signed: verification failed")
+        return None
+    signer = sign_bundle(out, key)
+    log(f"signed by {signer.name} (key id {signer.key_id})")
+    return signer

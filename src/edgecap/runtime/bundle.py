@@ -5,8 +5,11 @@
     report = decode(bundle, feats, mask, bundle.special, bundle.max_len, beam=3)
 
 Every file's sha256 is checked against the manifest BEFORE an interpreter sees it: a truncated or
-tampered .tflite is a BundleError naming the file, never a crash inside the interpreter. Then each model's
-signature is checked against the tensors the manifest promises (names, shapes, dtypes).
+tampered .tflite is a BundleError naming the file, never a crash inside the interpreter. When trust is
+configured (runtime.signing: a folder of trusted public keys), the manifest's signature is checked before the
+files: a bundle unsigned, signed by an untrusted key, or changed after signing (a vocab edited and re-hashed into
+its manifest) is refused. Then each model's signature is checked against the tensors the manifest promises
+(names, shapes, dtypes).
 
 `Bundle` implements runtime.decoding.StepModel and runtime.study.ImageEncoder. The decoder step model takes
 a fixed number of rows (the manifest's decoder.step_batch, 3 by default: a whole beam-3 step in one
@@ -18,13 +21,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecap.runtime.decoding import SpecialIds
 from edgecap.runtime.interpreter import InterpreterUnavailable, SignatureModel
-from edgecap.runtime.manifest import Manifest, ManifestError, ModelFile
+from edgecap.runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, ModelFile
 from edgecap.runtime.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from edgecap.runtime.signing import TrustStore
 
 
 class BundleError(ValueError):
@@ -77,22 +84,28 @@ class Bundle:
 
     # ---- loading -----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, num_threads: int | None = None) -> Bundle:
-        """Bundle folder -> Bundle. Raises BundleError (missing / corrupt / mismatched files) or
-        InterpreterUnavailable (no TFLite interpreter installed)."""
+    def load(
+        cls, path: str | Path, num_threads: int | None = None, trust: TrustStore | str | Path | None = None
+    ) -> Bundle:
+        """Bundle folder -> Bundle. `trust`: the keys its signature must verify with (runtime.signing; None:
+        EDGECAP_TRUSTED_KEYS or the config folder, when set up). Raises BundleError (missing / corrupt /
+        mismatched files; signing.SignatureError: unsigned, untrusted or modified after signing while trust is
+        configured) or InterpreterUnavailable (no TFLite interpreter installed)."""
         root = Path(path)
-        manifest = check_files(root)  # every checksum before any interpreter sees a file
+        manifest = check_files(root, trust)  # signature and every checksum before any interpreter sees a file
         try:
             vocab = Vocabulary.load(root / manifest.vocab.path)
-        except (ValueError, KeyError) as e:
-            raise BundleError(f"{root / manifest.vocab.path}: {e}") from None
+        except ValueError as e:  # not JSON, not an object, wrong types: the message names the file
+            raise BundleError(str(e)) from None
         if len(vocab) != manifest.decoder.vocab_size:
             raise BundleError(
                 f"{root}: vocab.json has {len(vocab)} tokens, the manifest says {manifest.decoder.vocab_size}"
             )
         expected = vocab.special_ids()
-        if any(manifest.special.get(k) != expected[k] for k in ("bos", "eos", "sep")):
-            raise BundleError(f"{root}: special token ids in the manifest {manifest.special} do not match vocab.json")
+        if any(manifest.special.get(k) != v for k, v in expected.items()):
+            raise BundleError(
+                f"{root}: special token ids in the manifest {manifest.special} do not match vocab.json's {expected}"
+            )
         models = []
         for part in ("encoder", "decoder_step"):
             f = manifest.files[part]
@@ -103,6 +116,7 @@ class Bundle:
             except (ValueError, RuntimeError) as e:
                 raise BundleError(f"{root / f.path}: the interpreter cannot load it: {e}") from None
             _check_signature(root / f.path, f, model)
+            _check_shapes(root / f.path, manifest, part, model)
             models.append(model)
         return cls(root, manifest, vocab, *models)
 
@@ -166,10 +180,12 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, mode={self.manifest.mode!r}, interpreter={self.interpreter_name!r})"
 
 
-def check_files(root: str | Path) -> Manifest:
+def check_files(root: str | Path, trust: TrustStore | str | Path | None = None) -> Manifest:
     """Read the manifest and check every file it lists (presence, size, sha256); no interpreter involved.
-    Raises BundleError naming the first bad file."""
+    When trust is configured (`trust`, else the environment's: runtime.signing.resolve_trust), the manifest's
+    signature first. Raises BundleError naming the first bad file (signing.SignatureError for the signature)."""
     root = Path(root)
+    _check_trust(root, trust)
     try:
         manifest = Manifest.load(root)
     except ManifestError as e:
@@ -178,6 +194,16 @@ def check_files(root: str | Path) -> Manifest:
     for where, ref in refs:
         _check_file(root, where, ref.path, ref.sha256, ref.bytes)
     return manifest
+
+
+def _check_trust(root: Path, trust: TrustStore | str | Path | None) -> None:
+    """With trust configured: manifest.json signed by a trusted key and unchanged since (signing.verify_bundle).
+    A folder without a manifest is left to Manifest.load, whose message says so."""
+    from edgecap.runtime.signing import resolve_trust, verify_bundle  # here: runtime.signing imports this module
+
+    store = resolve_trust(trust)
+    if store.configured and (root / MANIFEST_NAME).is_file():
+        verify_bundle(root, store)
 
 
 def _check_file(root: Path, where: str, name: str, sha256: str, size: int) -> None:
@@ -206,4 +232,33 @@ def _check_signature(path: Path, f: ModelFile, model: SignatureModel) -> None:
                 raise BundleError(
                     f"{path}: {kind} {spec.name!r} is {got['dtype']} {tuple(got['shape'])}, "
                     f"the manifest says {spec.dtype} {tuple(spec.shape)}"
+                )
+
+
+# which manifest fields each tensor's shape follows from (Manifest.tensor_shapes), for the error message
+_SHAPE_FIELDS = {
+    "image": "input.size, input.channels",
+    "encoder.features": "decoder.positions_per_view, decoder.feature_dim",
+    "decoder_step.features": "decoder.attention_positions, decoder.feature_dim",
+    "token": "decoder.step_batch",
+    "h": "decoder.step_batch, decoder.hidden_size",
+    "c": "decoder.step_batch, decoder.hidden_size",
+    "mask": "decoder.attention_positions",
+    "logits": "decoder.step_batch, decoder.vocab_size",
+    "attention": "decoder.step_batch, decoder.attention_positions",
+}
+
+
+def _check_shapes(path: Path, manifest: Manifest, part: str, model: SignatureModel) -> None:
+    """The loaded model's tensors against the shapes the manifest's input and decoder fields imply: an image
+    size, hidden size, vocabulary size... that the model does not have would fail on every image or step."""
+    f = manifest.files[part]
+    for kind, shapes in manifest.tensor_shapes()[part].items():
+        specs, actual = (f.inputs, model.inputs) if kind == "inputs" else (f.outputs, model.outputs)
+        for role, want in shapes.items():
+            got = tuple(actual[specs[role].name]["shape"])  # present: _check_signature ran first
+            if got != want:
+                raise BundleError(
+                    f"{path}: {kind[:-1]} {role!r} is {got}, but the manifest's "
+                    f"{_SHAPE_FIELDS.get(role) or _SHAPE_FIELDS[f'{part}.{role}']} imply {want}"
                 )

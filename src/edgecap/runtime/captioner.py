@@ -91,9 +91,13 @@ class Captioner:
         }
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None, num_threads: int | None = None, **kwargs) -> "Captioner":
-        """Load a bundle folder (None: the default bundle). Raises BundleError (missing, corrupt or
-        mismatched files; also no default bundle installed) or InterpreterUnavailable (no TFLite runtime)."""
+    def from_bundle(
+        cls, path: str | Path | None = None, num_threads: int | None = None, trust=None, **kwargs
+    ) -> "Captioner":
+        """Load a bundle folder (None: the default bundle). `trust`: a folder of trusted public keys or a
+        runtime.signing.TrustStore (None: EDGECAP_TRUSTED_KEYS, else ~/.config/edgecap/trusted_keys, when
+        present). Raises BundleError (missing, corrupt or mismatched files, no default bundle installed; its
+        subclass SignatureError: unsigned or untrusted while trust is configured) or InterpreterUnavailable."""
         from edgecap.runtime.bundle import Bundle, BundleError
 
         if path is None:
@@ -103,7 +107,7 @@ class Captioner:
                     f"no default bundle installed at {path}: pass a bundle folder (--bundle PATH, "
                     f"one with manifest.json), e.g. one made by `edgecap convert`"
                 )
-        return cls(Bundle.load(path, num_threads=num_threads), **kwargs)
+        return cls(Bundle.load(path, num_threads=num_threads, trust=trust), **kwargs)
 
     def caption(self, frontal: ImageInput, lateral: ImageInput | None = None, beam: int = DEFAULT_BEAM) -> Report:
         """Write the report for one study (a frontal view, optionally a lateral one).

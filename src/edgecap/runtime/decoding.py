@@ -33,6 +33,9 @@ class StepModel(Protocol):
 # The default beam everywhere (caption, app, API, evaluate, bench, conversion verification): R2Gen's beam 3 with
 # trigram blocking, the IU X-Ray convention. A bundle's decoder step advances this many rows per call.
 DEFAULT_BEAM = 3
+# The widest beam a front end accepts (caption, app, API): R2Gen's reports gain nothing past 3-5, and each
+# extra row costs a decoder row per step; a beam of 1,000 is a mistake or an attack, not a setting.
+MAX_BEAM = 5
 
 
 @dataclass

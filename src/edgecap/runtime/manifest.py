@@ -1,4 +1,4 @@
-"""The bundle contract: `manifest.json` beside the model files. Device-safe (stdlib only).
+"""The bundle contract: `manifest.json` beside the model files. Device-safe (stdlib and pydantic).
 
 A bundle folder holds (S image size, P positions per view, D feature size, N = max_views * P, H LSTM size,
 V vocabulary, B = decoder.step_batch rows per decoder call)
@@ -34,6 +34,14 @@ The manifest's fields and who reads them:
 
 Everything a runtime needs is read from the manifest; the runtime holds no model constants.
 
+The schema is the pydantic dataclasses below, validated in strict JSON mode: a string is never taken for a
+number ("224"), a number never for a string, true never for 1, NaN and infinities are refused; arrays become
+tuples. Bounds a runtime relies on are declared on the fields (sizes > 0, std > 0, 1 <= max_len <= 1024);
+`Manifest.validate` adds the checks across fields, and runtime.bundle the checks against vocab.json and the
+loaded models (`Manifest.tensor_shapes`). Any failure is one ManifestError line naming the field
+("manifest: input.size: Input should be a valid integer, got '224'"). `Manifest.json_schema()` (or
+`python -m edgecap.runtime.manifest`) writes the schema as JSON Schema for people and other tools.
+
 Compatibility: readers accept any "edgecap-bundle/1" manifest and ignore keys they do not know; a change
 that an old reader would misread gets a new format id. A manifest written before decoder.step_batch existed
 gets it from the decoder step's token input shape (B), which is what that field records.
@@ -42,12 +50,15 @@ gets it from the decoder step's token input shape (B), which is what that field 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
-FORMAT = "edgecap-bundle/1"
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+FORMAT: Final = "edgecap-bundle/1"
 DEFAULT_NOTICE = "demonstration model, not validated for clinical use"
 MANIFEST_NAME = "manifest.json"
 PARTS = ("encoder", "decoder_step")
@@ -56,25 +67,32 @@ ROLES = {
     "encoder": (("image",), ("features",)),
     "decoder_step": (("token", "h", "c", "features", "mask"), ("logits", "h", "c", "attention")),
 }
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Reports of the edge model run ~60-100 tokens (the training config's text.max_len, 60 in the default bundle);
+# the decode loop runs up to max_len steps, so a bound stops a manifest from asking for a runaway loop.
+MAX_LEN_LIMIT = 1024
+
+# strict: no "224" for 224, no 1 for "1", no true for 1; no NaN or infinity (json.loads would let them in)
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Positive = Annotated[int, Field(gt=0)]
 
 
 class ManifestError(ValueError):
     """manifest.json is missing, unreadable or does not describe a usable bundle."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TensorSpec:
     name: str  # signature tensor name in the .tflite file
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name: "float32", "int32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ModelFile:
     path: str  # file name inside the bundle folder (no directories)
-    sha256: str
-    bytes: int
+    sha256: Sha256
+    bytes: Positive
     precision: str  # float32 | float16 | dynamic | int8 (convert.modes.PRECISIONS)
     ops: tuple[str, ...]  # operator names read from the flatbuffer at conversion time, sorted
     op_versions: dict[str, int]  # operator name -> highest version used (what old runtimes choke on)
@@ -83,37 +101,37 @@ class ModelFile:
     outputs: dict[str, TensorSpec]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class InputSpec:
-    size: int  # S: the encoder takes (S, S, 3)
-    channels: int  # 3
-    mean: float  # input = (gray_0_255 - mean) / std
-    std: float
+    size: Positive  # S: the encoder takes (S, S, 3)
+    channels: Literal[3]  # the gray image replicated
+    mean: float  # input = (gray_0_255 - mean) / std; finite
+    std: Annotated[float, Field(gt=0)]
     color: str  # how colour images become the model's channels
     resize: str  # how any image becomes S x S
-    max_views: int  # views fused for attention (runtime.study.fuse_views)
-    view_order: tuple[str, ...]  # slot order of the views
+    max_views: Positive  # views fused for attention (runtime.study.fuse_views)
+    view_order: tuple[str, ...]  # slot order of the views, max_views names
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class DecoderSpec:
-    max_len: int  # tokens per report, without <bos>/<eos>
-    hidden_size: int  # H
-    positions_per_view: int  # P
-    feature_dim: int  # D
-    attention_positions: int  # N = max_views * P
-    vocab_size: int  # V
-    step_batch: int  # B: rows of one decoder_step call (convert.pipeline.STEP_BATCH; 1 in the oldest bundles)
+    max_len: Annotated[int, Field(ge=1, le=MAX_LEN_LIMIT)]  # tokens per report, without <bos>/<eos>
+    hidden_size: Positive  # H
+    positions_per_view: Positive  # P
+    feature_dim: Positive  # D
+    attention_positions: Positive  # N = max_views * P
+    vocab_size: Positive  # V
+    step_batch: Annotated[int, Field(ge=1)]  # B: rows of one decoder_step call (1 in the oldest bundles)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class FileRef:
     path: str
-    sha256: str
-    bytes: int
+    sha256: Sha256
+    bytes: Positive
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class Manifest:
     edgecap_version: str
     created: str  # UTC, ISO 8601
@@ -129,7 +147,7 @@ class Manifest:
     source: dict[str, Any]  # run, config_hash (Config.model_hash), config (full dict), weights, weights_sha256
     calibration: dict[str, Any] | None = None  # int8 parts only: sources, counts, augmentation, warnings
     verification: dict[str, Any] | None = None  # convert.verify: per-stage errors, identical shares, passed
-    format: str = FORMAT
+    format: Literal["edgecap-bundle/1"] = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)  # keys this reader does not know, kept on save
 
     # ---- JSON ----------------------------------------------------------------------------------
@@ -147,40 +165,22 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: Any) -> Manifest:
+        """A parsed manifest.json -> Manifest, validated as JSON (strict types, bounds), then `validate`."""
         if not isinstance(d, dict):
             raise ManifestError("manifest: expected a JSON object")
         fmt = d.get("format")
         if fmt != FORMAT:
             raise ManifestError(f"manifest: format {fmt!r} is not {FORMAT!r} (made by another edgecap version?)")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        payload = {k: v for k, v in d.items() if k in known}
+        payload["extra"] = {k: v for k, v in d.items() if k not in known}
+        if "decoder" in d:
+            payload["decoder"] = _with_step_batch(d)
         try:
-            known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-            files = {part: _model_file(part, f) for part, f in _dict(d, "files").items()}
-            m = cls(
-                edgecap_version=_str(d, "edgecap_version"),
-                created=_str(d, "created"),
-                mode=_str(d, "mode"),
-                mode_settings=_dict(d, "mode_settings"),
-                notice=_str(d, "notice"),
-                files=files,
-                vocab=FileRef(**_fields(_dict(d, "vocab"), FileRef, "vocab")),
-                input=InputSpec(
-                    **{
-                        **_fields(_dict(d, "input"), InputSpec, "input"),
-                        "view_order": tuple(_dict(d, "input")["view_order"]),
-                    }
-                ),
-                decoder=DecoderSpec(**_fields(_decoder(d, files), DecoderSpec, "decoder")),
-                special={k: int(v) for k, v in _dict(d, "special").items()},
-                runtime=_dict(d, "runtime"),
-                source=_dict(d, "source"),
-                calibration=d.get("calibration"),
-                verification=d.get("verification"),
-                extra={k: v for k, v in d.items() if k not in known},
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, ManifestError):
-                raise
-            raise ManifestError(f"manifest: malformed ({type(e).__name__}: {e})") from None
+            # json mode: arrays are tuples, and strict means what it means in a JSON file
+            m = _ADAPTER.validate_json(json.dumps(payload))
+        except ValidationError as e:
+            raise ManifestError(f"manifest: {_one_line(e)}") from None
         m.validate()
         return m
 
@@ -198,25 +198,35 @@ class Manifest:
             raise ManifestError(f"{path}: not readable JSON ({e})") from None
         try:
             return cls.from_json(d)
-        except ManifestError as e:
-            raise ManifestError(f"{path}: {e}") from None
+        except ManifestError as e:  # "<path>: input.size: ...", the path naming the manifest
+            raise ManifestError(f"{path}: {str(e).removeprefix('manifest: ')}") from None
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The manifest's JSON Schema (draft 2020-12), from the same dataclasses `from_json` validates with.
+        `extra` is not a key of the file: unknown top-level keys are allowed; decoder.step_batch may be absent
+        (older manifests, see the compatibility rules)."""
+        schema = _ADAPTER.json_schema()
+        schema["title"] = f"edgecap bundle manifest ({FORMAT})"
+        schema["description"] = "manifest.json of an edgecap bundle folder: see docs/bundle.md"
+        schema["properties"].pop("extra")
+        schema["additionalProperties"] = True
+        decoder = schema["$defs"]["DecoderSpec"]
+        decoder["required"] = [k for k in decoder["required"] if k != "step_batch"]
+        return schema
 
     # ---- checks --------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Structural checks a runtime relies on; raises ManifestError."""
+        """Checks across fields that a runtime relies on (types and bounds are the schema's); raises
+        ManifestError. runtime.bundle checks the rest against vocab.json and the loaded models."""
         missing = [p for p in PARTS if p not in self.files]
         if missing:
             raise ManifestError(f"manifest: files lack {', '.join(missing)}")
-        refs = [(f"files.{k}", f.path, f.sha256, f.bytes) for k, f in self.files.items()]
-        refs.append(("vocab", self.vocab.path, self.vocab.sha256, self.vocab.bytes))
-        for where, path, sha, size in refs:
+        refs = [(f"files.{k}", f.path) for k, f in self.files.items()] + [("vocab", self.vocab.path)]
+        for where, path in refs:
             p = PurePosixPath(path)
             if not path or p.is_absolute() or len(p.parts) != 1 or path in (".", "..") or "\\" in path:
                 raise ManifestError(f"manifest: {where}.path {path!r} must be a plain file name inside the bundle")
-            if not _SHA256.match(sha):
-                raise ManifestError(f"manifest: {where}.sha256 is not a sha256 hex digest")
-            if size <= 0:
-                raise ManifestError(f"manifest: {where}.bytes must be positive")
         for part, (ins, outs) in ROLES.items():
             f = self.files[part]
             for role in ins:
@@ -226,12 +236,12 @@ class Manifest:
                 if role not in f.outputs:
                     raise ManifestError(f"manifest: files.{part}.outputs lacks {role!r}")
         i, dec = self.input, self.decoder
-        if i.size <= 0 or i.channels != 3 or i.std == 0 or i.max_views < 1:
-            raise ManifestError("manifest: input needs size > 0, channels 3, std != 0, max_views >= 1")
+        if len(i.view_order) != i.max_views:
+            raise ManifestError(
+                f"manifest: input.view_order names {len(i.view_order)} views, max_views is {i.max_views}"
+            )
         if dec.attention_positions != i.max_views * dec.positions_per_view:
             raise ManifestError("manifest: decoder.attention_positions != input.max_views * positions_per_view")
-        if dec.step_batch < 1:
-            raise ManifestError("manifest: decoder.step_batch must be >= 1")
         token = self.files["decoder_step"].inputs["token"].shape
         if tuple(token[:1]) != (dec.step_batch,):
             raise ManifestError(
@@ -240,57 +250,77 @@ class Manifest:
         for key in ("pad", "bos", "eos", "unk"):
             if not 0 <= self.special.get(key, -1) < dec.vocab_size:
                 raise ManifestError(f"manifest: special.{key} missing or outside the vocabulary")
+        if not -1 <= self.special.get("sep", -1) < dec.vocab_size:
+            raise ManifestError("manifest: special.sep outside the vocabulary (-1: none)")
         if not self.notice.strip():
             raise ManifestError("manifest: notice is empty")
 
+    def tensor_shapes(self) -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
+        """part -> "inputs" / "outputs" -> role -> the shape the input and decoder fields imply (the module
+        docstring's table); runtime.bundle holds each loaded model to it."""
+        i, d = self.input, self.decoder
+        b, h, n = d.step_batch, d.hidden_size, d.attention_positions
+        return {
+            "encoder": {
+                "inputs": {"image": (1, i.size, i.size, i.channels)},
+                "outputs": {"features": (1, d.positions_per_view, d.feature_dim)},
+            },
+            "decoder_step": {
+                "inputs": {"token": (b,), "h": (b, h), "c": (b, h), "features": (1, n, d.feature_dim), "mask": (1, n)},
+                "outputs": {"logits": (b, d.vocab_size), "h": (b, h), "c": (b, h), "attention": (b, n)},
+            },
+        }
 
-def _str(d: dict, key: str) -> str:
-    v = d[key]
-    if not isinstance(v, str):
-        raise ManifestError(f"manifest: {key} must be a string")
-    return v
+
+_ADAPTER = TypeAdapter(Manifest)  # validates a whole manifest and writes its JSON Schema
 
 
-def _dict(d: dict, key: str) -> dict:
-    v = d[key]
-    if not isinstance(v, dict):
-        raise ManifestError(f"manifest: {key} must be an object")
-    return v
-
-
-def _decoder(d: dict, files: dict[str, ModelFile]) -> dict:
+def _with_step_batch(d: dict) -> Any:
     """The decoder object; step_batch, when absent (older bundles), from the decoder step's token input (B,)."""
-    dec = _dict(d, "decoder")
-    if "step_batch" in dec:
-        return {**dec, "step_batch": int(dec["step_batch"])}
-    token = files["decoder_step"].inputs.get("token") if "decoder_step" in files else None
-    return {**dec, "step_batch": token.shape[0] if token is not None and token.shape else 0}
+    dec = d["decoder"]
+    if not isinstance(dec, dict) or "step_batch" in dec:
+        return dec  # the schema judges it
+    try:
+        rows = d["files"]["decoder_step"]["inputs"]["token"]["shape"][0]
+    except (KeyError, IndexError, TypeError):
+        return dec  # "decoder lacks step_batch", or the token's own error
+    return {**dec, "step_batch": rows}
 
 
-def _fields(d: dict, cls, where: str) -> dict:
-    names = set(cls.__dataclass_fields__)
-    lacking = names - set(d)
-    if lacking:
-        raise ManifestError(f"manifest: {where} lacks {', '.join(sorted(lacking))}")
-    return {k: d[k] for k in names}
+def _one_line(e: ValidationError) -> str:
+    """The first problem pydantic found, as one line naming the field: "input.size: Input should be a valid
+    integer, got '224'"; "(and N more)" when there are others."""
+    err = e.errors(include_url=False)[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "missing":
+        parent, _, name = where.rpartition(".")
+        text = f"{parent} lacks {name}" if parent else f"lacks {name}"
+    elif kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        text = f"{where} must be {op} {ctx[key]}, got {_short(value)}"
+    elif kind == "string_pattern_mismatch":
+        text = f"{where} {_short(value)} does not match {ctx['pattern']}"
+    else:
+        got = f", got {_short(value)}" if isinstance(value, (str, int, float, bool)) or value is None else ""
+        text = f"{where}: {err['msg']}{got}" if where else f"{err['msg']}{got}"
+    more = e.error_count() - 1
+    return text + (f" (and {more} more)" if more else "")
 
 
-def _tensors(d: dict) -> dict[str, TensorSpec]:
-    return {
-        role: TensorSpec(str(t["name"]), tuple(int(s) for s in t["shape"]), str(t["dtype"])) for role, t in d.items()
-    }
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
 
 
-def _model_file(part: str, d: dict) -> ModelFile:
-    f = _fields(d, ModelFile, f"files.{part}")
-    return ModelFile(
-        path=str(f["path"]),
-        sha256=str(f["sha256"]),
-        bytes=int(f["bytes"]),
-        precision=str(f["precision"]),
-        ops=tuple(f["ops"]),
-        op_versions={str(k): int(v) for k, v in f["op_versions"].items()},
-        min_runtime=dict(f["min_runtime"]),
-        inputs=_tensors(f["inputs"]),
-        outputs=_tensors(f["outputs"]),
-    )
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+if __name__ == "__main__":  # python -m edgecap.runtime.manifest > manifest.schema.json
+    json.dump(Manifest.json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")

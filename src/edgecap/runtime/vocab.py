@@ -84,7 +84,28 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
-        d = json.loads(Path(path).read_text())
+        """Read vocab.json; ValueError "<path>: <what is wrong>" for anything but an edgecap vocabulary
+        (not JSON, not an object, another format, tokens not a list of strings, counts not str -> int)."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path}: not readable JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not an edgecap vocabulary (a JSON {type(d).__name__}, not an object)")
         if d.get("format") != FORMAT:
             raise ValueError(f"{path}: not an edgecap vocabulary (format {d.get('format')!r})")
-        return cls(d["tokens"], d.get("counts"), d.get("min_count", 1))
+        tokens, counts, min_count = d.get("tokens"), d.get("counts"), d.get("min_count", 1)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError(f"{path}: tokens must be a list of strings")
+        if counts is not None and not (isinstance(counts, dict) and all(_is_int(n) for n in counts.values())):
+            raise ValueError(f"{path}: counts must map tokens to integers")
+        if not _is_int(min_count):
+            raise ValueError(f"{path}: min_count must be an integer")
+        try:
+            return cls(tokens, counts, min_count)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
