@@ -116,9 +116,10 @@ def test_not_a_chest_xray_exit_status(run, folder, iu_data):
     out = folder.parent / "reports.jsonl"
     r = run(folder, "--out", out)
     assert r.exit_code == 3
-    assert "cat.jpg: not a chest X-ray? not_grayscale" in r.stderr
+    assert "cat.jpg: flagged (not_grayscale): not a chest X-ray, or too small to read; no report text" in r.stderr
     cat = [x for x in read_jsonl(out) if x["input"].endswith("cat.jpg")][0]
-    assert cat["status"] == "ok" and cat["flagged"] and cat["warnings"][0]["code"] == "not_grayscale"
+    assert cat["status"] == "flagged" and cat["flagged"] and cat["warnings"][0]["code"] == "not_grayscale"
+    assert cat["text"] is None and cat["text_withheld"] and "flagged_text" not in cat
     assert run(folder, "--out", out).exit_code == 3  # resumed: still 3
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     assert run(folder, "--out", out).exit_code == 1  # a failure outranks a flag
@@ -130,7 +131,9 @@ def test_text_output_says_not_a_chest_xray(run, tmp_path):
     cv2.imwrite(str(cat), skdata.chelsea()[..., ::-1])
     r = run(cat)
     assert r.exit_code == 3
-    assert r.stdout.splitlines()[1].startswith("NOT A CHEST X-RAY? frontal image is a colour image")
+    head, reasons, withheld = r.stdout.splitlines()[:3]
+    assert head == f"== {cat} [flagged]" and reasons.startswith("NOT A CHEST X-RAY, OR NOT READABLE AS ONE: frontal")
+    assert withheld == "No report: the model's text is withheld."
 
 
 def test_dicom_and_glob_inputs(run, folder, make_dicom):
@@ -198,3 +201,15 @@ def test_text_file_output_resumes_and_retry_errors(run, folder):
     r = run(folder, "--out", out, "--beam", 1, "--retry-errors")
     assert r.exit_code == 1 and "0 captioned, 4 already done, 1 failed" in r.stderr
     assert out.read_text().count("empty.png: empty file") == 2  # appended; the last record of a key wins
+
+
+def test_csv_of_other_columns_is_refused_untouched(run, folder):
+    """A CSV from before the flagged status (no text_withheld / flagged_text columns): edgecap's, but not one
+    this version can append to without mixing column sets."""
+    out = folder.parent / "old.csv"
+    old_columns = "key,input,lateral,status,flagged,warnings,text,error,total_ms,decoder_steps"
+    out.write_text(f"{old_columns}\n/x.png|1|2,/x.png,,ok,False,,The heart is normal.,,12.5,9\n")
+    before = out.read_bytes()
+    r = run(folder / IMAGES[0], "--out", out)
+    assert r.exit_code == 2 and "an edgecap CSV with other columns" in r.stderr
+    assert out.read_bytes() == before

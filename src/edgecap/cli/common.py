@@ -5,28 +5,38 @@ Exit status, the same meaning in every command:
     0    EXIT_OK           done
     1    EXIT_FAILED       the command ran but failed, or some inputs failed (the others are done)
     2    EXIT_USAGE        bad usage or unusable input: nothing was done
-    3    EXIT_FLAGGED      caption: every input captioned, but some did not look like a chest X-ray
+    3    EXIT_FLAGGED      caption: every input captioned, but some were flagged (not a chest X-ray, too small)
     130  EXIT_INTERRUPTED  Ctrl-C; what was written is kept and the same command resumes
 
+`interrupt_exits_at_once` makes Ctrl-C end a command at once with 130 while it has nothing to save (loading).
 `fail` prints one red "error: ..." line on stderr and exits: bad input never gives a traceback. The option
-factories declare `--bundle`, `--threads` and `--beam` once (flag, type checks, default), each command keeping
-its own help text. Only typer and the runtime's decode constants are imported here: no TensorFlow.
+factories declare `--bundle`, `--threads` and `--beam` once (flag, range, default), each command keeping its
+own help text; a value out of range is a usage error (exit 2) before the command runs: --beam 1..MAX_BEAM
+(runtime.decoding), --threads 1..MAX_THREADS. Only typer and the runtime's decode constants are imported
+here: no TensorFlow.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, NoReturn, Optional, Sequence
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, NoReturn, Sequence
 
 import typer
 
-from edgecap.runtime.decoding import DEFAULT_BEAM
+from edgecap.runtime.decoding import DEFAULT_BEAM, MAX_BEAM
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FLAGGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 BUNDLE_HELP = "Bundle folder (default: the bundle shipped with edgecap)."
 BEAM_HELP = "Beam size (1 = greedy)."
+# The most interpreter threads a command accepts: this machine's logical CPUs. The interpreter starts one
+# worker thread per --threads; past the cores they only take turns on them (no report gets faster), and a
+# value like 10,000 is a typo that would start 10,000 threads (memory, the process limit), not a setting.
+MAX_THREADS = os.cpu_count() or 1
 
 
 def error(message: str) -> None:
@@ -43,6 +53,29 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def warn(message: str) -> None:
     """One yellow "warning: ..." line on stderr."""
     typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+def exit_interrupted(signum: int = signal.SIGINT, frame: object = None) -> NoReturn:
+    """A SIGINT handler for a phase with nothing to save: "interrupted" on stderr, exit EXIT_INTERRUPTED at once.
+    Not a KeyboardInterrupt: raised inside imports or native code, one can be swallowed (a weakref callback
+    prints "Exception ignored" and goes on; a native module's init turns it into an ImportError)."""
+    os.write(2, b"\ninterrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def interrupt_exits_at_once() -> Iterator[None]:
+    """Within: Ctrl-C ends the process at once with EXIT_INTERRUPTED (exit_interrupted), e.g. while a command
+    imports its dependencies and loads a bundle, before it has written anything. Main thread only (elsewhere
+    signals cannot be handled and nothing changes); the previous handler comes back on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, exit_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def quiet_tensorflow() -> None:
@@ -76,10 +109,12 @@ def bundle_option(help: str = BUNDLE_HELP) -> Any:
 
 
 def threads_option(help: str) -> Any:
-    """`--threads N` (annotate Optional[int]): interpreter threads, at least 1; None leaves the default."""
-    return typer.Option(None, "--threads", min=1, help=help)
+    """`--threads N` (annotate Optional[int]): interpreter threads, 1..MAX_THREADS (Typer shows the range, the
+    help says why); None leaves the default."""
+    return typer.Option(None, "--threads", min=1, max=MAX_THREADS, help=f"{help} At most the CPU count.")
 
 
-def beam_option(help: str = BEAM_HELP, min: Optional[int] = None) -> Any:
-    """`--beam N` (annotate int), default runtime.decoding.DEFAULT_BEAM; `min` lets Typer check the range."""
-    return typer.Option(DEFAULT_BEAM, "--beam", min=min, help=help)
+def beam_option(help: str = BEAM_HELP) -> Any:
+    """`--beam N` (annotate int), default runtime.decoding.DEFAULT_BEAM, 1..MAX_BEAM (the widest beam the HTTP
+    API accepts too; Typer shows the range)."""
+    return typer.Option(DEFAULT_BEAM, "--beam", min=1, max=MAX_BEAM, help=help)

@@ -7,9 +7,10 @@
     python -m edgecap.cli serve --help                   # the same command without the edgecap entry point
 
 The flags' defaults are those of serve.settings.Settings (--max-request-mb in MiB of its max_request_bytes,
---max-megapixels in millions of its max_pixels). Exit status: 0 stopped (Ctrl-C); 2 bad usage, a non-loopback
-bind without an API key, an unreadable key file or an unusable bundle (nothing served); 1 the server failed
-while running (e.g. the port is taken).
+--max-megapixels in millions of its max_pixels, --min-upload-kib-s in KiB/s of its min_upload_bytes_s).
+Exit status: 0 stopped (Ctrl-C); 2 bad usage, a non-loopback bind without an API key, an unreadable key file
+or an unusable bundle (nothing served); 1 the server failed to start or while running (e.g. the port is
+taken).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any, Optional
 
 import typer
 
-from edgecap.cli.common import EXIT_FAILED, bundle_option, fail, threads_option, warn
+from edgecap.cli.common import EXIT_FAILED, bundle_option, error, fail, threads_option, warn
 from edgecap.serve.settings import Settings, SettingsError, check_bind, is_loopback, read_api_key
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MIB = 2**20
+KIB = 2**10
 MEGAPIXEL = 1e6
 _DEFAULT = Settings()
 
@@ -57,6 +59,16 @@ def serve(
                                                                                                              "header "
                                                                                                              "before "
                                                                                                              "decoding."),
+    header_timeout: float = typer.Option(_DEFAULT.header_timeout_s, "--header-timeout", min=0.1, help="Seconds a "
+                                         "connection has to send a complete request head (of opening, or of its "
+                                         "previous answer); else it is closed."),
+    keep_alive: float = typer.Option(_DEFAULT.keep_alive_s, "--keep-alive", min=0.1, help="Seconds an idle "
+                                     "kept-alive connection stays open."),
+    min_upload_kib_s: float = typer.Option(_DEFAULT.min_upload_bytes_s / KIB, "--min-upload-kib-s", min=0,
+                                           help="An upload slower than this (KiB/s) over --upload-window is cut "
+                                                "off with a 408 (0: no minimum)."),
+    upload_window: float = typer.Option(_DEFAULT.upload_window_s, "--upload-window", min=0.1, help="Seconds over "
+                                        "which the upload rate is judged."),
     ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate "
                                                                              "(PEM; with --ssl-keyfile)."),
     ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="Private key of --ssl-certfile (PEM)."),
@@ -69,7 +81,9 @@ def serve(
     _check_tls(ssl_certfile, ssl_keyfile)
     settings = _settings(api_key_file, bundle=bundle, host=host, port=port, workers=workers, threads=threads,
                          queue_size=queue_size, timeout_s=timeout, max_request_bytes=int(max_request_mb * MIB),
-                         max_pixels=int(max_megapixels * MEGAPIXEL), log_level=level)
+                         max_pixels=int(max_megapixels * MEGAPIXEL), header_timeout_s=header_timeout,
+                         keep_alive_s=keep_alive, min_upload_bytes_s=min_upload_kib_s * KIB,
+                         upload_window_s=upload_window, log_level=level)
     if not is_loopback(host) and ssl_certfile is None:
         warn(
             f"{host} is reachable from the network over plain HTTP: images, reports and the API key travel "
@@ -108,6 +122,7 @@ def _run(settings: Settings, ssl_certfile: Optional[Path], ssl_keyfile: Optional
     from edgecap.runtime.bundle import BundleError
     from edgecap.runtime.interpreter import InterpreterUnavailable
     from edgecap.serve.app import create_app
+    from edgecap.serve.connections import uvicorn_config
 
     level, host, port = settings.log_level, settings.host, settings.port
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -122,18 +137,16 @@ def _run(settings: Settings, ssl_certfile: Optional[Path], ssl_keyfile: Optional
         f"{settings.queue_size}, {auth}); docs at /docs. Ctrl-C stops.",
         err=True,
     )
-    # limit_concurrency: a backstop against connection floods from any client, unauthenticated ones included
-    # (the pool admits authorised uploads); beyond it uvicorn itself answers a plain-text 503.
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=level, access_log=False, server_header=False,
-                       log_config=None, limit_concurrency=settings.capacity + 64, timeout_keep_alive=5,
-                       ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
-    )
+    # serve.connections: deadlines for request heads, idle connections closed, malformed requests as problems
+    server = uvicorn.Server(uvicorn_config(app, settings, ssl_certfile, ssl_keyfile))
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled after a graceful shutdown
         pass
-    if not server.started:  # e.g. the port is taken; uvicorn has logged why
+    except SystemExit:  # uvicorn's own exit (status 3) when it cannot start, e.g. the port is taken
+        pass
+    if not server.started:  # uvicorn has logged why (e.g. "[Errno 98] ... address already in use")
+        error(f"the server did not start on {_url_host(host)}:{port} (is the port taken? see the line above)")
         raise typer.Exit(EXIT_FAILED)
 
 
