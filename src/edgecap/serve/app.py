@@ -6,11 +6,13 @@
 Routes (routes.py): POST /v1/reports, GET /v1/bundle, GET /v1/health; GET /openapi.json (openapi.py) and
 /docs (swagger.py: Swagger UI from local files when fastapi-offline is installed; never a CDN).
 
-A request to /v1/reports passes, in order: middleware.RequestLimits (body size, deadline) -> API key ->
-request content type -> admission to the pool.InferencePool (503 when full; guards.py) -> multipart parsing
-and validation -> image_check.check_image on each upload (format, pixel count from the header) -> a worker:
-Captioner.caption -> JSON. Every error is application/problem+json (problems.Problem, error_handlers.py);
-docs/serve.md has the status table.
+A connection first passes connections.GuardedH11Protocol (the request head within a deadline; malformed
+requests -> 400). A request to /v1/reports then passes, in order: middleware.RequestLimits (requests in
+progress, body size and pace, deadline) -> API key -> request content type -> room in the pool.InferencePool
+(503 when full; guards.py) -> multipart parsing and validation -> image_check.check_image on each upload
+(format, pixel count from the header) -> a place in the pool (only now: a slow upload holds none) -> a
+worker: Captioner.caption -> JSON. Every error is application/problem+json (problems.Problem,
+error_handlers.py); docs/serve.md has the status table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from edgecap.serve.error_handlers import add_error_handlers
 from edgecap.serve.middleware import RequestLimits
 from edgecap.serve.openapi import install_openapi
 from edgecap.serve.pool import InferencePool
-from edgecap.serve.routes import add_routes
+from edgecap.serve.routes import HEALTH_PATH, add_routes
 from edgecap.serve.settings import Settings
 from edgecap.serve.swagger import add_swagger_ui
 
@@ -36,10 +38,14 @@ DESCRIPTION = (
 
 
 def load_captioners(settings: Settings) -> list:
-    """One Captioner per worker. Raises BundleError / InterpreterUnavailable (the CLI exits 2)."""
+    """One Captioner per worker, with the server's pixel limit. Raises BundleError / InterpreterUnavailable (the
+    CLI exits 2)."""
     from edgecap.runtime.captioner import Captioner
 
-    return [Captioner.from_bundle(settings.bundle, num_threads=settings.threads) for _ in range(settings.workers)]
+    return [
+        Captioner.from_bundle(settings.bundle, num_threads=settings.threads, max_pixels=settings.max_pixels)
+        for _ in range(settings.workers)
+    ]
 
 
 def _quiet_multipart_logs() -> None:
@@ -85,5 +91,5 @@ def create_app(settings: Settings, captioners: list | None = None) -> FastAPI:
     add_swagger_ui(app)
     add_error_handlers(app)
     install_openapi(app, settings.api_key)
-    app.add_middleware(RequestLimits, max_request_bytes=settings.max_request_bytes, timeout_s=settings.timeout_s)
+    app.add_middleware(RequestLimits, settings=settings, always_open=(HEALTH_PATH,))
     return app

@@ -1,8 +1,8 @@
 """Checks a request passes before its body is read: the API key, the upload's content type, admission.
 
     KeyedRoute     the API key (when the server has one): X-API-Key or Authorization: Bearer, else 401
-    UploadRoute    KeyedRoute + an empty body (422) or one that is not multipart/form-data (415) + a place in
-                   the InferencePool (503 when full); the ticket waits in the scope under TICKET_KEY
+    UploadRoute    KeyedRoute + an empty body (422) or one that is not multipart/form-data (415) + room in the
+                   InferencePool now (503 when full; the place itself is taken once the upload has arrived)
 
 They run as FastAPI route classes because a dependency would run after FastAPI has read and parsed the whole
 multipart body: a wrong key or a full queue must cost the server nothing.
@@ -19,7 +19,6 @@ from fastapi.routing import APIRoute
 
 from edgecap.serve.problems import Problem
 
-TICKET_KEY = "edgecap.ticket"  # ASGI scope key: the request's pool.Ticket
 _UPLOAD_HINT = (
     "send multipart/form-data with the image as a file field named 'frontal' (e.g. curl -F frontal=@chest.png ...)"
 )
@@ -86,14 +85,10 @@ class KeyedRoute(APIRoute):
 
 
 class UploadRoute(KeyedRoute):
-    """KeyedRoute + content type check + a place in the InferencePool, all before the upload is read."""
+    """KeyedRoute + content type check + room in the InferencePool, all before the upload is read. The place
+    is taken by the endpoint once the upload has arrived: a slow upload must not hold one."""
 
     async def before_body(self, request: Request, handler: Callable) -> Response:
         check_upload_request(request)
-        ticket = request.app.state.pool.admit()
-        request.scope[TICKET_KEY] = ticket
-        try:
-            return await handler(request)
-        finally:
-            if not ticket.handed_over:  # else the worker releases it when the job ends
-                ticket.release()
+        request.app.state.pool.check_room()
+        return await handler(request)

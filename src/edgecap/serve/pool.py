@@ -1,12 +1,14 @@
 """Admission and inference workers: `workers` threads, each owning one Captioner, fed by one FIFO queue.
 
-    ticket = pool.admit()                        # Problem 503 + Retry-After when workers + queue_size are taken
-    body = await pool.run(ticket, job)           # job(captioner) on a worker thread; the ticket is released
-                                                 # when the job ends, not when a timed-out request gives up
+    pool.check_room()                            # Problem 503 + Retry-After when workers + queue_size are taken
+    body = await pool.run(job)                   # takes a place (or 503), runs job(captioner) on a worker
+                                                 # thread; the place is freed when the job ends, not when a
+                                                 # timed-out request gives up
 
-One Captioner per thread because a TFLite interpreter is not thread-safe. A request is admitted before its
-upload is read (guards.UploadRoute), so a full server refuses in microseconds instead of buffering bodies.
-Device-safe: stdlib only.
+One Captioner per thread because a TFLite interpreter is not thread-safe. A request takes its place only once
+its whole upload has arrived and its images passed their header check (routes.py): a slow upload holds no
+place. guards.UploadRoute calls check_room() before the upload is read, so a full server still refuses at
+once instead of after a 20 MB upload. Device-safe: stdlib only.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Ticket:
     its job, so a request that timed out keeps its place until the worker is free again)."""
 
     def __init__(self, pool: InferencePool):
-        self._pool, self._released, self.handed_over = pool, False, False
+        self._pool, self._released = pool, False
 
     def release(self) -> None:
         if not self._released:
@@ -59,20 +61,27 @@ class InferencePool:
         for t in self._threads:
             t.start()
 
+    def check_room(self) -> None:
+        """Problem 503 + Retry-After when every place is taken now (takes nothing)."""
+        with self._lock:
+            self._refuse_if_full()
+
     def admit(self) -> Ticket:
         """A place for one request, or Problem 503 + Retry-After when every place is taken."""
         with self._lock:
-            if self._admitted >= self.capacity:
-                raise Problem(
-                    503,
-                    "queue-full",
-                    f"the server is busy: {self.workers} report(s) running and "
-                    f"{self.capacity - self.workers} waiting; retry in "
-                    f"{self.retry_after_s} s",
-                    headers={"Retry-After": str(self.retry_after_s)},
-                )
+            self._refuse_if_full()
             self._admitted += 1
         return Ticket(self)
+
+    def _refuse_if_full(self) -> None:
+        if self._admitted >= self.capacity:
+            raise Problem(
+                503,
+                "queue-full",
+                f"the server is busy: {self.workers} report(s) running and {self.capacity - self.workers} "
+                f"waiting; retry in {self.retry_after_s} s",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
 
     def _release(self) -> None:
         with self._lock:
@@ -80,14 +89,14 @@ class InferencePool:
 
     def submit(self, ticket: Ticket, job: Callable[[Any], Any]) -> concurrent.futures.Future:
         """Run job(captioner) on a worker; the ticket is released when the job ends (or is skipped)."""
-        ticket.handed_over = True
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((job, fut, ticket))
         return fut
 
-    async def run(self, ticket: Ticket, job: Callable[[Any], Any]) -> Any:
-        """submit() awaited; cancelling the caller (a deadline) cancels a job that has not started."""
-        return await asyncio.wrap_future(self.submit(ticket, job))
+    async def run(self, job: Callable[[Any], Any]) -> Any:
+        """admit() then submit(), awaited; cancelling the caller (a deadline) cancels a job that has not started
+        (its place is freed when a worker skips it)."""
+        return await asyncio.wrap_future(self.submit(self.admit(), job))
 
     def stats(self) -> dict[str, int]:
         with self._lock:

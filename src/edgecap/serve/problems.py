@@ -66,7 +66,7 @@ class Problem(Exception):
         if rid:
             headers.append((b"x-request-id", rid.encode()))
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        if self.status in (408, 413):  # the rest of the body will not be read: the connection cannot be reused
+        if self.status in (400, 408, 413, 503):  # the rest of the body will not be read: no reuse of the connection
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": content})

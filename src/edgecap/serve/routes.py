@@ -1,8 +1,9 @@
 """The three API routes and the job a report request runs on a worker thread.
 
     POST /v1/reports   multipart/form-data: frontal (file), lateral (file, optional), beam (1..MAX_BEAM, default
-                       3), attention (bool, default true) -> the edgecap-report/1 JSON of `edgecap caption
-                       --format json` (Report.to_dict, attention rounded to ATTENTION_DECIMALS)
+                       3), attention (bool, default true), show_flagged_text (bool, default false) -> the
+                       edgecap-report/1 JSON of `edgecap caption --format json` (Report.to_dict, attention
+                       rounded to ATTENTION_DECIMALS; a flagged report's text withheld unless asked for)
     GET  /v1/bundle    the bundle's manifest.json (keyed)
     GET  /v1/health    liveness, version, bundle mode, queue figures (no key needed, no patient data)
 
@@ -20,20 +21,23 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from edgecap import __version__
+from edgecap.runtime.decoding import DEFAULT_BEAM, MAX_BEAM
 from edgecap.runtime.report import ATTENTION_DECIMALS
-from edgecap.serve.guards import TICKET_KEY, KeyedRoute, UploadRoute
-from edgecap.serve.image_check import check_image
+from edgecap.serve.guards import KeyedRoute, UploadRoute
+from edgecap.serve.image_check import check_image, image_problem
 from edgecap.serve.openapi import HealthOut, ReportOut, keyed_route_options, problem_responses
 from edgecap.serve.pool import InferencePool
 from edgecap.serve.problems import Problem
 from edgecap.serve.settings import Settings
 
-MAX_BEAM = 5
 REPORTS_PATH, BUNDLE_PATH, HEALTH_PATH = "/v1/reports", "/v1/bundle", "/v1/health"
 
 
-def caption_job(frontal: bytes, lateral: bytes | None, beam: int, attention: bool, captioner) -> bytes:
-    """Captioner.caption -> the report's JSON bytes; runtime errors -> Problem 422. Runs on a pool worker."""
+def caption_job(
+    frontal: bytes, lateral: bytes | None, beam: int, attention: bool, captioner, show_flagged_text: bool = False
+) -> bytes:
+    """Captioner.caption -> the report's JSON bytes; image errors -> Problem 422 (413 / 415 by their kind),
+    others -> 422. Runs on a pool worker."""
     from edgecap.runtime.captioner import CaptionError
     from edgecap.runtime.preprocess import ImageError, read_image
 
@@ -47,11 +51,12 @@ def caption_job(frontal: bytes, lateral: bytes | None, beam: int, attention: boo
                 role = "lateral"
             except ImageError:
                 pass
-        message = str(e).removeprefix("<bytes>: ")
-        raise Problem(422, "unreadable-image", f"{role} image: {message}") from None
+        raise image_problem(e, role) from None
     except CaptionError as e:
         raise Problem(422, "invalid-request", str(e)) from None
-    return report.to_json(attention_decimals=ATTENTION_DECIMALS, attention=attention).encode()
+    return report.to_json(
+        attention_decimals=ATTENTION_DECIMALS, attention=attention, show_flagged_text=show_flagged_text
+    ).encode()
 
 
 async def _read_upload(upload: UploadFile, role: str, max_pixels: int) -> bytes:
@@ -61,7 +66,7 @@ async def _read_upload(upload: UploadFile, role: str, max_pixels: int) -> bytes:
 
 
 def _report_endpoint(max_pixels: int, pool: InferencePool) -> Callable:
-    """POST /v1/reports; UploadRoute has checked the key and the content type and admitted it to `pool`."""
+    """POST /v1/reports; UploadRoute has checked the key, the content type and that `pool` had room."""
 
     async def create_report(
         request: Request,
@@ -69,10 +74,19 @@ def _report_endpoint(max_pixels: int, pool: InferencePool) -> Callable:
             UploadFile, File(description="Frontal (PA/AP) chest X-ray: PNG (8/16-bit), JPEG or DICOM Part 10.")
         ],
         lateral: Annotated[
-            UploadFile | None, File(description="Lateral view of the same study (bundles with two views).")
+            UploadFile | None,
+            File(description="Lateral view of the same study (bundles with two views). Omit the part when absent."),
         ] = None,
-        beam: Annotated[int, Form(ge=1, le=MAX_BEAM, description="Beam size (1 = greedy).")] = 3,
+        beam: Annotated[int, Form(ge=1, le=MAX_BEAM, description="Beam size (1 = greedy).")] = DEFAULT_BEAM,
         attention: Annotated[bool, Form(description="Include per-token attention.")] = True,
+        show_flagged_text: Annotated[
+            bool,
+            Form(
+                description="For a flagged input (not a chest X-ray, or too small to read), return the model's "
+                "text anyway, in `flagged_text` (`text` stays null): for inspection only, it does not describe "
+                "the image."
+            ),
+        ] = False,
     ) -> Response:
         """Write the report for one study, exactly as `edgecap caption --format json` does."""
         form = await request.form()  # already parsed for the parameters above: FastAPI caches it
@@ -88,7 +102,9 @@ def _report_endpoint(max_pixels: int, pool: InferencePool) -> Callable:
         lat = None
         if lateral is not None and (lateral.filename or lateral.size):  # an HTML form's empty file input: absent
             lat = await _read_upload(lateral, "lateral", max_pixels)
-        body = await pool.run(request.scope[TICKET_KEY], partial(caption_job, front, lat, beam, attention))
+        # a place in the queue only now that the whole upload has arrived and passed its header checks
+        job = partial(caption_job, front, lat, beam, attention, show_flagged_text=show_flagged_text)
+        body = await pool.run(job)
         return Response(body, media_type="application/json")
 
     return create_report
@@ -143,7 +159,7 @@ def add_routes(app: FastAPI, settings: Settings, pool: InferencePool, captioner)
                 "description": "manifest.json (edgecap-bundle/1)",
                 "content": {"application/json": {"schema": {"type": "object"}}},
             },
-            **problem_responses(*auth_problem, 500, 504),
+            **problem_responses(*auth_problem, 500, 503, 504),
         },
         **keyed,
     )

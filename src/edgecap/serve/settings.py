@@ -4,7 +4,7 @@
     check_bind(settings)        # SettingsError: a non-loopback bind needs an API key
 
 Nothing here is a module global: `create_app(settings)` takes everything it needs from this record.
-Device-safe (stdlib only).
+Device-safe (stdlib, and runtime.image_header for the pixel limit it shares with the CLI).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgecap.runtime.image_header import DEFAULT_MAX_PIXELS
 
 MIN_KEY_CHARS = 16  # a shorter key is guessable; `openssl rand -hex 32` gives 64
 
@@ -31,11 +33,19 @@ class Settings:
     workers: int = 1  # inference threads, each with its own Captioner (a TFLite interpreter is not thread-safe)
     threads: int | None = None  # interpreter threads per worker (None: the interpreter's default)
     queue_size: int = 16  # requests that may wait for a worker; beyond workers + queue_size: 503 + Retry-After
-    timeout_s: float = 30.0  # per request, from its first byte to its answer: 504 (408 while the upload lasts)
+    timeout_s: float = 30.0  # per request, from its head to its answer: 504 (408 while the upload lasts)
     max_request_bytes: int = 20 * 1024 * 1024  # whole request body (multipart framing included): 413
-    max_pixels: int = 30_000_000  # per image, read from its header before decoding: 413 (a 4300 x 4300
-    # detector panel is 18.5 MP; decoding 30 MP of 16-bit RGBA takes ~240 MB, which a 4 GB device survives)
-    retry_after_s: int = 2  # Retry-After of a 503 (queue full)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per image, read from its header before decoding: 413 (the runtime's
+    # limit, runtime.image_header, which says how it was sized)
+    retry_after_s: int = 2  # Retry-After of a 503 (queue full, or too many requests in progress)
+    header_timeout_s: float = 10.0  # a connection's request head (line + headers) must be complete within this
+    # of its opening or of its previous answer: else closed (408 if it had started one); serve.connections
+    keep_alive_s: float = 5.0  # an idle kept-alive connection is closed after this
+    min_upload_bytes_s: float = 4096.0  # a body slower than this over any upload_window_s is cut: 408
+    upload_window_s: float = 5.0
+    extra_requests: int = 64  # requests in progress (head arrived, not yet answered) beyond capacity before a
+    # 503: uploads still arriving, answers being written. /v1/health is never refused; idle connections
+    # are not requests and do not count
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -45,12 +55,14 @@ class Settings:
         for name in ("workers", "max_request_bytes", "max_pixels", "retry_after_s"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.queue_size < 0:
-            problems.append(f"queue_size must be >= 0, got {self.queue_size}")
+        for name in ("queue_size", "extra_requests", "min_upload_bytes_s"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be at least 1, got {self.threads}")
-        if not self.timeout_s > 0:
-            problems.append(f"timeout_s must be positive, got {self.timeout_s}")
+        for name in ("timeout_s", "header_timeout_s", "keep_alive_s", "upload_window_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -58,6 +70,11 @@ class Settings:
     def capacity(self) -> int:
         """Requests admitted at once: running + waiting."""
         return self.workers + self.queue_size
+
+    @property
+    def max_open_requests(self) -> int:
+        """Requests in progress at once (the queue's capacity + extra_requests): beyond it a 503."""
+        return self.capacity + self.extra_requests
 
 
 def is_loopback(host: str) -> bool:
