@@ -69,6 +69,17 @@ def errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+def linked_copies(iu_data: Path, into: Path, folders: int) -> None:
+    """`folders` folders under `into`, each holding hard links to the 11 real sample images (distinct inputs:
+    each has its own path, hence its own resume key)."""
+    src = into.parent / "src"
+    shutil.copytree(iu_data / "images", src)
+    for i in range(folders):
+        (into / str(i)).mkdir(parents=True)
+        for f in src.iterdir():
+            os.link(f, into / str(i) / f.name)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -331,12 +342,7 @@ def test_out_locked_by_another_process_is_refused_untouched(scans):
 def test_two_runs_on_one_out_write_each_record_once(iu_data, tmp_path):
     """Two real processes started together on one --out (66 inputs: hard links of the 11 real images, a few
     seconds of work): one writes, the other is refused while it does; every input is in the output once."""
-    src = tmp_path / "src"
-    shutil.copytree(iu_data / "images", src)
-    for i in range(6):
-        (tmp_path / "in" / str(i)).mkdir(parents=True)
-        for f in src.iterdir():
-            os.link(f, tmp_path / "in" / str(i) / f.name)
+    linked_copies(iu_data, tmp_path / "in", 6)
     out = tmp_path / "reports.jsonl"
     args = (tmp_path / "in", "--out", out, "--no-attention")
     a, b = start(*args), start(*args)
@@ -376,12 +382,7 @@ def test_killed_and_interrupted_mid_batch_then_resumed_once_each(iu_data, tmp_pa
     """A batch of 44 inputs (hard links of the 11 real images in 4 folders) stopped twice by SIGKILL (no chance
     to clean up: a torn last record is possible) and once by SIGINT, each after a few records, then resumed:
     the final output holds every input exactly once and the last run captions only what was missing."""
-    src = tmp_path / "src"
-    shutil.copytree(iu_data / "images", src)
-    for i in range(4):
-        (tmp_path / "in" / str(i)).mkdir(parents=True)
-        for f in src.iterdir():
-            os.link(f, tmp_path / "in" / str(i) / f.name)
+    linked_copies(iu_data, tmp_path / "in", 4)
     out = tmp_path / "reports.jsonl"
     args = (tmp_path / "in", "--out", out, "--no-attention")
     for sig, records in ((signal.SIGKILL, 3), (signal.SIGKILL, 10), (signal.SIGINT, 20)):
