@@ -49,15 +49,17 @@ def caption(*args):
 def start(*args, limit_bytes=None, **kw) -> subprocess.Popen:
     """`python -m edgecap.cli caption ARGS` as a real process; limit_bytes: its largest file (RLIMIT_FSIZE)."""
 
-    def limit():
-        import resource
+    def prepare():
+        # Ctrl-C as in a terminal: a runner may start the tests with SIGINT ignored (a background job of a
+        # non-interactive shell), and a child inherits that, so Python would never see the signal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if limit_bytes:
+            import resource
 
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     argv = [sys.executable, "-m", "edgecap.cli", "caption", *map(str, args), "--no-progress"]
-    return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit if limit_bytes else None, **kw
-    )
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=prepare, **kw)
 
 
 def finish(p: subprocess.Popen, timeout=300) -> tuple[int, str]:
