@@ -213,3 +213,19 @@ def test_csv_of_other_columns_is_refused_untouched(run, folder):
     r = run(folder / IMAGES[0], "--out", out)
     assert r.exit_code == 2 and "an edgecap CSV with other columns" in r.stderr
     assert out.read_bytes() == before
+
+
+def test_opencv_logs_quieted_with_either_api(monkeypatch):
+    """OpenCV 4.14 (constraints.txt) has only cv2.utils.logging; 4.8-4.11 (beside numpy 1, e.g. on a Pi with
+    tflite-runtime 2.14) only cv2.setLogLevel, on which `caption` used to fail with an AttributeError."""
+    import cv2
+
+    from edgecap.cli.common import quiet_opencv
+
+    quiet_opencv()  # the installed OpenCV's own API
+    assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_ERROR
+    levels = []
+    monkeypatch.delattr(cv2.utils, "logging")  # as in OpenCV 4.11: the older, top-level API only
+    monkeypatch.setattr(cv2, "setLogLevel", levels.append, raising=False)
+    quiet_opencv()
+    assert levels == [2]

@@ -37,6 +37,7 @@ from edgecap.cli.common import (
     error,
     fail,
     interrupt_exits_at_once,
+    quiet_opencv,
     threads_option,
 )
 from edgecap.runtime.image_header import DEFAULT_MAX_MEGAPIXELS
@@ -144,11 +145,9 @@ def _prepare(
 ) -> tuple[Sink, Optional[Captioner], list[Path], list[str]]:
     """Inputs expanded, the output opened (its records read) and the bundle loaded when some input is not done
     yet: (sink, captioner or None, paths, specs that matched nothing). Usage errors end the command (exit 2)."""
-    import cv2
-
     from edgecap.cli.batch import BatchError, expand_inputs, format_for, input_key, is_done
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our error line says it; not libpng's too
+    quiet_opencv()  # our error line says what is wrong with an image; not libpng's too
     try:
         fmt = format_for(out, fmt)
     except BatchError as e:

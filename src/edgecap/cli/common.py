@@ -83,6 +83,19 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def quiet_opencv() -> None:
+    """OpenCV's own lines below errors off (libpng's "readHeader" warnings for a corrupt PNG: the command's error
+    line says it). OpenCV's API for it moved: recent wheels have only cv2.utils.logging, older ones (4.8-4.11,
+    what a Pi with numpy 1 installs) only cv2.setLogLevel; both levels are 2 for "errors and worse"."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)
+
+
 def require_module(name: str, message: str) -> None:
     """Fail with a usage error (`message`, which says how to install it) when module `name` is not installed."""
     if importlib.util.find_spec(name) is None:
