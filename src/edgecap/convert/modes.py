@@ -1,5 +1,6 @@
 """The one table of bundle modes: CLI flag, file suffix, converter setting per part, verification thresholds,
-and whether the files load in tflite-runtime 2.14 (the last tflite-runtime; python-for-android builds it).
+and whether the files load in tflite-runtime 2.14 (the last tflite-runtime; python-for-android builds it), on
+x86_64 and on aarch64.
 
 Everything that differs between modes is read from `MODES`; nothing else in the converter branches on a
 mode's name. Device-safe (stdlib only), so the runtime and the bench may show the same table.
@@ -51,7 +52,8 @@ class Mode:
     encoder: Part
     decoder: Part  # the decoder step file
     thresholds: Thresholds
-    tflite_runtime_214: bool  # the files load in tflite-runtime 2.14 (scripts/check_tflite_runtime_214.py)
+    tflite_runtime_214: bool  # the files load in tflite-runtime 2.14 on x86_64 (scripts/check_tflite_runtime_214.py)
+    tflite_runtime_214_aarch64: bool  # ... and run on aarch64 (edgecap device-check --runtime tflite-runtime-2.14)
     note: str  # why this mode exists / what its threshold means
 
     @property
@@ -102,6 +104,7 @@ MODES: dict[str, Mode] = {
             Part("float32"),
             Thresholds(**_EXACT, max_feature_error=1e-4, max_logit_error=1e-4),
             True,
+            True,
             "reference conversion: only the order of floating-point operations differs from Keras",
         ),
         Mode(
@@ -111,6 +114,7 @@ MODES: dict[str, Mode] = {
             Part("float16"),
             Part("float16"),
             Thresholds(**_EXACT, max_feature_error=5e-2, max_logit_error=2e-2),
+            True,
             True,
             "half the size of float32 at float32 speed; must give the same reports as Keras",
         ),
@@ -125,9 +129,17 @@ MODES: dict[str, Mode] = {
             Part("dynamic"),
             Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25),
             False,
+            False,
             "int8 weights, float activations, no calibration; TF 2.21 writes FULLY_CONNECTED v12 / CONV_2D v5, "
             "which tflite-runtime 2.14 cannot load",
         ),
+        # tflite-runtime 2.14 on aarch64 (the last tflite-runtime; a Pi's and Android's CPU), checked on an
+        # emulated Pi (edgecap device-check --runtime tflite-runtime-2.14): the float32 and float16 files run
+        # and the float16 encoder too, but Invoke() of the int8 decoder step (int8 FULLY_CONNECTED v5, GATHER v2,
+        # SPLIT v2, CONCATENATION v2) dies with SIGSEGV, with XNNPACK on or off, on Cortex-A76/A72/A57/A53 models,
+        # while the same file runs on tflite-runtime 2.14 x86_64 and on ai-edge-litert 2.3 aarch64. Whether a
+        # real Pi crashes too cannot be told here (qemu may be at fault), so the int8 modes do not promise it.
+        #
         # int8 decoder (both int8 modes): the matrix products (FULLY_CONNECTED: attention query, LSTM kernels,
         # output projection, ~95 % of the weights) and the embedding lookup run in int8; the element-wise math
         # (DECODER_FLOAT_OPS) stays float32. Why: in an all-int8 step, the softmax over N positions rounds each
@@ -152,6 +164,7 @@ MODES: dict[str, Mode] = {
             Part("int8", DECODER_FLOAT_OPS),
             Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.05, max_logit_error=0.25),
             True,
+            False,
             "float16 encoder + int8 decoder (matrix products int8, element-wise math float32), the decoder "
             "calibrated on steps recorded while Keras decodes real and augmented images; float32 inputs and outputs",
         ),
@@ -163,6 +176,7 @@ MODES: dict[str, Mode] = {
             Part("int8", DECODER_FLOAT_OPS),
             Thresholds(min_identical=0.95, tie_margin=0.5, max_feature_error=0.75, max_logit_error=0.25),
             True,
+            False,
             "int8 encoder (calibrated on real and augmented images) + the int8 decoder of mode int8: smallest and "
             "fastest, but EfficientNet-Lite0 drifts in int8; use it only where verification passes",
         ),
@@ -175,6 +189,11 @@ def by_name(name: str) -> Mode:
         return MODES[name]
     except KeyError:
         raise ValueError(f"unknown mode {name!r}: choose one of {', '.join(MODES)}") from None
+
+
+def runtime_214_support(m: Mode) -> str:
+    """Where tflite-runtime 2.14 runs a mode's files: "yes" (x86_64 and aarch64), "x86_64 only" or "no"."""
+    return "yes" if m.tflite_runtime_214_aarch64 else "x86_64 only" if m.tflite_runtime_214 else "no"
 
 
 def table_rows() -> list[list[str]]:
@@ -193,7 +212,7 @@ def table_rows() -> list[list[str]]:
                 f"{t.min_identical:.0%}",
                 f"{t.max_feature_error:g}",
                 f"{t.max_logit_error:g}",
-                "yes" if m.tflite_runtime_214 else "no",
+                runtime_214_support(m),
             ]
         )
     return rows
