@@ -200,7 +200,8 @@ def test_text_file_output_resumes_and_retry_errors(run, folder):
     assert r.exit_code == 1 and "0 captioned, 5 already done, 1 failed" in r.stderr
     r = run(folder, "--out", out, "--beam", 1, "--retry-errors")
     assert r.exit_code == 1 and "0 captioned, 4 already done, 1 failed" in r.stderr
-    assert out.read_text().count("empty.png: empty file") == 2  # appended; the last record of a key wins
+    assert out.read_text().count("empty.png: empty file") == 1  # the retry's record replaced the error record
+    assert out.read_text().count("\n== ") + 1 == 5  # one block per input
 
 
 def test_csv_of_other_columns_is_refused_untouched(run, folder):

@@ -147,7 +147,8 @@ def test_out_that_is_an_input_is_refused_untouched(iu_data, scans, tmp_path):
         ([scans / IMAGES[0], "--lateral", u], u),
         ([scans], found),
         ([u], tmp_path / "link.txt"),
-        ([tmp_path / "gone.png"], tmp_path / "gone.png"),
+        ([scans / IMAGES[0], tmp_path / "gone.png"], tmp_path / "gone.png"),  # (with no input that exists, the
+        # missing inputs are the error: test_newcomer_cli)
     ]
     for args, out in cases:
         r = caption(*args, "--out", out)
@@ -346,7 +347,7 @@ def test_two_runs_on_one_out_write_each_record_once(iu_data, tmp_path):
     seconds of work): one writes, the other is refused while it does; every input is in the output once."""
     linked_copies(iu_data, tmp_path / "in", 6)
     out = tmp_path / "reports.jsonl"
-    args = (tmp_path / "in", "--out", out, "--no-attention")
+    args = (tmp_path / "in", "--out", out, "--no-attention", "--studies", "none")  # every image its own input
     a, b = start(*args), start(*args)
     (code_a, err_a), (code_b, err_b) = finish(a), finish(b)
     assert sorted([code_a, code_b]) == [0, 2], (err_a, err_b)
@@ -386,7 +387,7 @@ def test_killed_and_interrupted_mid_batch_then_resumed_once_each(iu_data, tmp_pa
     the final output holds every input exactly once and the last run captions only what was missing."""
     linked_copies(iu_data, tmp_path / "in", 4)
     out = tmp_path / "reports.jsonl"
-    args = (tmp_path / "in", "--out", out, "--no-attention")
+    args = (tmp_path / "in", "--out", out, "--no-attention", "--studies", "none")  # every image its own input
     for sig, records in ((signal.SIGKILL, 3), (signal.SIGKILL, 10), (signal.SIGINT, 20)):
         p = start(*args)
         deadline = time.monotonic() + 240

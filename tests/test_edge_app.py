@@ -27,7 +27,7 @@ from edgecap.edge_app.messages import error_message, finding_rows, warning_messa
 from edgecap.edge_app.settings import AppSettings, active_bundle, installed_bundles
 from edgecap.edge_app.store import HistoryStore
 from edgecap.edge_app.worker import CaptionWorker
-from edgecap.runtime.report import Notice, Report
+from edgecap.runtime.report import DEMONSTRATION_LINE, Notice, Report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray"
 CXR = SHARED / "images" / "CXR25_IM-1024-2001.png"
@@ -229,6 +229,7 @@ def shown(app):
         "beam": int(app.beam), "threads": int(app.threads), "landscape": app.landscape,
         "heatmap_on": r.heatmap_toggle.state == "down", "has_heatmap": app.screen("report").report_has_heatmap,
         "toast": app.toast_text,
+        "demo_banner": r.demo_banner.text if r.demo_banner.height > 0 and r.demo_banner.opacity > 0 else "",
     }
 
 
@@ -396,6 +397,10 @@ def test_generated_report_is_the_runtime_report(first_session, app_bundle):
     assert state["frames_while_busy"] >= 1  # the window kept drawing while the worker ran
     assert after["history_count"] == 1
     assert state["copied"][0] == "Report copied." and state["copied"][1].startswith(expected.text)
+    # issue 16 item 11: a demonstration bundle gets a banner at the top of the report screen, and says so in
+    # what is copied; the small grey notice under the text was easy to miss
+    assert expected.demonstration and after["demo_banner"] == DEMONSTRATION_LINE
+    assert DEMONSTRATION_LINE in state["copied"][1]
     exported = json.loads((data / "exports" / "edgecap-report-00001.json").read_text())
     assert exported["text"] == expected.text and exported["format"] == "edgecap-report/1"
     assert expected.text in (data / "exports" / "edgecap-report-00001.txt").read_text()

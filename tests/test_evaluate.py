@@ -80,7 +80,7 @@ def _check_html(path, res):
     page.feed(path.read_text())
     assert sorted(page.cards) == sorted(e["uid"] for e in res["examples"])
     assert page.tags.count("table") == 4 + len(page.cards)  # NLG, clinical, per observation, diversity + one per card
-    assert all(src.startswith("data:image/png;base64,") for src in page.imgs)
+    assert all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in page.imgs)
     assert len(page.imgs) == len(page.cards) + 1  # one overlay per study + the training curves
     assert page.external == [], "the page must be self-contained"
     text = path.read_text()

@@ -286,7 +286,9 @@ def test_cli_text(runner_app):
     r = runner.invoke(app, ["--json", "Cannot exclude small effusion."])
     assert r.exit_code == 0
     data = json.loads(r.output)
-    assert data["labels"]["Pleural Effusion"] == -1
+    assert data["labels"]["Pleural Effusion"] == "uncertain"  # JSON: the words of caption's findings and the API
+    assert data["explain"]["Pleural Effusion"]["label"] == "uncertain"
+    assert data["explain"]["Pleural Effusion"]["evidence"][0]["label"] == "uncertain"
     assert data["explain"]["Pleural Effusion"]["evidence"][0]["trigger"] == "cannot exclude"
 
 
@@ -315,14 +317,14 @@ def test_cli_csv(runner_app, tmp_path):
     assert list(csv.DictReader(lines))[1]["Pneumonia"] == "-1"
     # JSON lines
     r = runner.invoke(app, ["--csv", str(src), "--json"])
-    assert json.loads(r.output.splitlines()[1])["labels"]["Cardiomegaly"] == 1
+    assert json.loads(r.output.splitlines()[1])["labels"]["Cardiomegaly"] == "positive"
 
 
 def test_cli_bad_input(runner_app, tmp_path):
     runner, app = runner_app
     cases = [
         ([], "give a report TEXT"),
-        (["--csv", str(tmp_path / "missing.csv")], "not found"),
+        (["--csv", str(tmp_path / "missing.csv")], "not found"),  # unusable input: exit 2 (checked below)
         (["--validate", str(tmp_path / "missing_dir")], "no such file"),
         (["some text", "--validate", str(tmp_path)], "only one"),
     ]
@@ -339,6 +341,8 @@ def test_cli_bad_input(runner_app, tmp_path):
         assert isinstance(r.exception, SystemExit), (args, r.exception)  # typer.Exit, no traceback
         assert "Traceback" not in r.output
         assert msg in r.output, (args, r.output)
+    for missing in (["--csv", str(tmp_path / "missing.csv")], ["--validate", str(tmp_path / "missing_dir")]):
+        assert runner.invoke(app, missing).exit_code == 2  # a missing input is bad usage (cli.common)
 
 
 @needs_iu

@@ -287,3 +287,94 @@ def _re(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# ---- issue 18: the decoder kind ------------------------------------------------------------------------
+def sequence_manifest() -> dict:
+    """The default manifest turned into a sequence decoder's (a user's Keras captioner, one view, L = 22)."""
+    raw = raw_manifest()
+    dec = raw["decoder"]
+    del dec["hidden_size"]
+    dec.update(
+        kind="sequence",
+        sequence_length=22,
+        padding="pre",
+        max_len=21,
+        positions_per_view=1,
+        attention_positions=1,
+        feature_dim=64,
+    )
+    raw["input"].update(
+        max_views=1,
+        view_order=["frontal"],
+        normalization="torch",
+        channel_mean=[123.675, 116.28, 103.53],
+        channel_std=[58.395, 57.12, 57.375],
+    )
+    step = raw["files"]["decoder_step"]
+    step["inputs"] = {
+        "sequence": {"name": "sequence", "shape": [3, 22], "dtype": "float32"},
+        "features": {"name": "features", "shape": [3, 64], "dtype": "float32"},
+    }
+    step["outputs"] = {"logits": {"name": "logits", "shape": [3, dec["vocab_size"]], "dtype": "float32"}}
+    return raw
+
+
+def test_decoder_kind_defaults_to_recurrent_and_stays_unwritten():
+    """A manifest without decoder.kind (every bundle before issue 18) is recurrent, and saving it writes no new
+    key: the default manifest round-trips byte for byte (test above)."""
+    m = Manifest.from_json(raw_manifest())
+    assert m.decoder.kind == "recurrent" and m.decoder.sequence_length is None and m.input.channel_mean is None
+    assert "kind" not in m.to_json()["decoder"] and "normalization" not in m.to_json()["input"]
+
+
+def test_sequence_manifest_validates_and_round_trips():
+    import jsonschema
+
+    raw = sequence_manifest()
+    m = Manifest.from_json(raw)
+    assert (m.decoder.kind, m.decoder.hidden_size, m.input.channel_std) == ("sequence", None, (58.395, 57.12, 57.375))
+    assert m.to_json() == raw and set(m.decoder.roles()["decoder_step"][0]) == {"sequence", "features"}
+    assert m.tensor_shapes()["decoder_step"]["inputs"] == {"sequence": (3, 22), "features": (3, 64)}
+    jsonschema.Draft202012Validator(Manifest.json_schema()).validate(raw)
+
+
+SEQUENCE_SENSELESS = {
+    "no length": (lambda d: d["decoder"].pop("sequence_length"), "needs sequence_length and padding"),
+    "max_len": (lambda d: d["decoder"].update(max_len=22), "does not fit sequence_length 22"),
+    "two views": (
+        lambda d: (
+            d["input"].update(max_views=2, view_order=["frontal", "lateral"]),
+            d["decoder"].update(attention_positions=2),
+        ),
+        "max_views 1",
+    ),
+    "padding": (lambda d: d["decoder"].update(padding="middle"), "decoder.padding"),
+    "recurrent kind, sequence tensors": (
+        lambda d: d["decoder"].update(kind="recurrent", hidden_size=64),
+        "files.decoder_step.inputs lacks 'token'",
+    ),
+    "recurrent roles": (
+        lambda d: d["files"]["decoder_step"]["inputs"].pop("sequence"),
+        "files.decoder_step.inputs lacks 'sequence'",
+    ),
+    "channel std": (lambda d: d["input"].pop("channel_std"), "channel_mean and channel_std go together"),
+    "kind": (lambda d: d["decoder"].update(kind="transformer"), "decoder.kind"),
+}
+
+
+@pytest.mark.parametrize("case", SEQUENCE_SENSELESS)
+def test_senseless_sequence_manifest_is_one_line(case):
+    change, words = SEQUENCE_SENSELESS[case]
+    raw = sequence_manifest()
+    change(raw)
+    with pytest.raises(ManifestError) as e:
+        Manifest.from_json(raw)
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_recurrent_manifest_needs_hidden_size():
+    raw = raw_manifest()
+    del raw["decoder"]["hidden_size"]
+    with pytest.raises(ManifestError, match="decoder lacks hidden_size"):
+        Manifest.from_json(raw)

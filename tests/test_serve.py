@@ -27,6 +27,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from edgecap.runtime.manifest import DEFAULT_NOTICE  # noqa: E402
 from edgecap.serve.settings import Settings  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray"
@@ -268,6 +269,18 @@ def test_report_is_the_cli_json(server, bundle_path):
     assert comparable(api) == comparable(cli)
     assert api["inputs"] == {"frontal": f"<{FRONTAL.stat().st_size} bytes>", "lateral": None}
     assert set(api["timings"]) == set(cli["timings"])
+
+
+def test_demonstration_is_a_top_level_field(server, bundle_path):
+    """Issue 16 item 11: the demonstration status was only inside `bundle.notice`; every report response and
+    the health answer now carry it at the top level, as /openapi.json says."""
+    notice = json.loads((bundle_path / "manifest.json").read_text())["notice"]
+    api = httpx.post(f"{server}/v1/reports", files=png_upload(), data={"attention": "false"}, timeout=60).json()
+    assert api["demonstration"] is True and api["notice"] == notice == DEFAULT_NOTICE
+    assert httpx.get(f"{server}/v1/health").json()["demonstration"] is True
+    schema = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]
+    assert {"demonstration", "notice"} <= set(schema["ReportOut"]["required"])
+    assert "demonstration" in schema["HealthOut"]["required"]
 
 
 def test_beam_and_no_attention_match_the_cli(server, bundle_path):

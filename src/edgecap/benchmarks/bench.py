@@ -125,6 +125,8 @@ def _drift(plan: Plan, rows: list[Variant], inputs: InputSet, log: Callable[[str
     drift.add_drift(rows, inputs, log)
     if plan.reference is None:
         return {}
+    if plan.reference.kind == "keras":  # the baselines read the run's training split and config
+        return {"error": "no evaluation baselines for a user's Keras model: it has no run (training split)"}
     try:
         return drift.score_baselines(drift.baselines(plan.reference.path, inputs, log), inputs, log)
     except Exception as e:  # noqa: BLE001 - a baseline that cannot be computed is said, not fatal

@@ -98,8 +98,8 @@ def _bundle_models(folder: Path, models: dict, manifest: Manifest, n: int, image
                 "path": str(folder / manifest.files[part].path),
                 "threads": n,
                 "image": image,
-                "mean": manifest.input.mean,
-                "std": manifest.input.std,
+                "mean": list(manifest.input.channel_mean or ()) or manifest.input.mean,
+                "std": list(manifest.input.channel_std or ()) or manifest.input.std,
                 "runs": opt.runs(part),
             },
             opt.timeout_s,
@@ -171,6 +171,8 @@ def keras_size(run: Path) -> dict:
 
     from edgecap.training.run_dir import load_model
 
+    if (run / "manifest.json").is_file():  # a bundle converted from a user's Keras model: that model's files
+        return _user_keras_size(run)
     files = {
         p.name: {"path": p.name, "bytes": p.stat().st_size}
         for p in (run / "best.weights.h5", run / "head.weights.npz")
@@ -183,6 +185,28 @@ def keras_size(run: Path) -> dict:
         "total_bytes": 4 * params,
         "parameters": params,
         "note": "total_bytes = float32 parameters (4 bytes each), backbone included; files = the run's weight files",
+    }
+
+
+def _user_keras_size(bundle: Path) -> dict:
+    """The user's Keras decoder and encoder files (benchmarks.variants: the reference named by `bundle`), and
+    their float32 parameters."""
+    import numpy as np
+
+    from edgecap.convert.keras_import import load_reference, source_of_bundle
+
+    src, why = source_of_bundle(bundle)
+    if src is None:
+        raise ValueError(why)
+    ref = load_reference(src, log=lambda s: None)
+    paths = [p for p in (src.decoder, src.encoder, src.encoder_weights) if p is not None]
+    files = {p.name: {"path": p.name, "bytes": p.stat().st_size} for p in paths}
+    params = int(sum(int(np.prod(w.shape)) for m in (ref.decoder, ref.encoder) for w in m.weights))
+    return {
+        "files": files,
+        "total_bytes": 4 * params,
+        "parameters": params,
+        "note": "total_bytes = float32 parameters of the Keras decoder and encoder; files = the user's model files",
     }
 
 

@@ -107,8 +107,8 @@ def make_plan(opt: BenchOptions, log: Callable[[str], None] = print) -> Plan:
     if unknown:
         raise BenchError(f"unknown mode(s) {unknown}: choose from {', '.join(ALL_MODES)}")
     ref, chosen_by = resolve_reference(opt.run, bundles)
-    if modes and ref is None:
-        raise BenchError("converting modes needs --run")
+    if modes and (ref is None or ref.kind != "run"):
+        raise BenchError("converting modes needs --run (a run directory); convert a Keras model with edgecap convert")
     log(f"reference: {ref.path if ref else 'none'} ({chosen_by})")
     return Plan(
         options=opt,

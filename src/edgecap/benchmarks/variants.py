@@ -5,7 +5,10 @@
 
 A bundle's reference is the run it was converted from: the --run given, else the run its manifest names
 (when that folder still exists and its weights have the recorded sha256), else the reference shipped with
-the default bundle (edgecap/resources/reference/default) when the config hash and vocabulary match.
+the default bundle (edgecap/resources/reference/default) when the config hash and vocabulary match. A bundle
+converted from a user's Keras captioner (`edgecap convert --keras`, manifest source kind "keras") has that
+model as its reference when its files are still where the manifest says, unchanged (Reference kind "keras":
+its path is that bundle's folder, whose manifest names the files; convert.keras_import.source_of_bundle).
 Conversions are cached per (weights, config, mode, edgecap version): re-running the bench re-uses them.
 """
 
@@ -48,6 +51,18 @@ class Reference:
     config_hash: str
     weights_sha256: str  # of the weights file the reference loads (best.weights.h5 or head.weights.npz)
     bundle_weights_sha256: tuple[str, ...]  # weights sha256 values a bundle manifest may name for this model
+    kind: str = "run"  # "run" (a run directory) | "keras" (a user's Keras model, named by the bundle at path)
+
+    @classmethod
+    def of_keras_bundle(cls, folder: Path) -> Reference | None:
+        """The user's Keras model a bundle was converted from, when its files are unchanged; else None."""
+        from edgecap.convert.keras_import import source_of_bundle
+
+        src, _ = source_of_bundle(folder)
+        if src is None:
+            return None
+        decoder_sha = sha256_file(src.decoder)
+        return cls(Path(folder), "", decoder_sha, (decoder_sha,), kind="keras")
 
     @classmethod
     def load(cls, path: str | Path) -> Reference:
@@ -69,6 +84,10 @@ class Reference:
     def matches(self, manifest: Manifest) -> str | None:
         """None when `manifest`'s bundle was converted from this model, else why not."""
         src = manifest.source or {}
+        if self.kind == "keras" or src.get("kind") == "keras":
+            if src.get("keras_decoder_sha256") in self.bundle_weights_sha256:
+                return None
+            return "the bundle was converted from another model than the reference"
         if src.get("config_hash") != self.config_hash:
             return (
                 f"the bundle's model config (hash {str(src.get('config_hash'))[:12]}) is not the reference's "
@@ -88,6 +107,11 @@ def resolve_reference(run: str | Path | None, bundles: list[Path]) -> tuple[Refe
         try:
             manifest = Manifest.load(b)
         except ManifestError:
+            continue
+        if (manifest.source or {}).get("kind") == "keras":
+            keras = Reference.of_keras_bundle(b)
+            if keras is not None:
+                return keras, f"the Keras model named in {b}/manifest.json"
             continue
         src = (manifest.source or {}).get("run")
         src = resolve_portable_path(src, b) if isinstance(src, str) and src else None

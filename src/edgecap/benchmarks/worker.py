@@ -8,6 +8,7 @@ TensorFlow. Tasks (TASK.json "kind"):
     model     one .tflite file: the five benchmark_model figures (initialisation, first inference, warm-up
               average, steady-state average, memory) at `threads`
     keras     the Keras encoder and decoder step of a run, compiled (tf.function) and eager: the same figures
+              (or of a user's Keras captioner, named by the manifest of a bundle converted from it)
     reports   whole reports (read + sanity + preprocess + encoder + decode loop + labeler, i.e.
               runtime.captioner.Captioner.caption) over a list of studies, on a bundle or on the Keras run,
               with per-stage times, the decode loop split into interpreter calls / tensor copies / Python,
@@ -124,6 +125,35 @@ def step_inputs(batch: int, hidden: int, positions: int, feature_dim: int, seed:
     }
 
 
+def sequence_inputs(shape: tuple, dtype: str, feature_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of one sequence-decoder call for timing: (B, L) prefixes of <bos> (id 1 stands for it: the values
+    do not change the work of an unrolled step) padded in front, and B non-negative feature vectors."""
+    rows, length = shape
+    sequence = np.zeros((rows, length), dtype)
+    sequence[:, -1] = 1
+    features = np.abs(np.random.default_rng(seed).normal(size=(rows, feature_dim))).astype(np.float32)
+    return {"sequence": sequence, "features": features}
+
+
+def keras_reference(path: str):
+    """-> make(eager) -> the Keras reference behind the runtime's protocols, its files loaded once: a run
+    directory (training.keras_step.KerasBundle), or a bundle folder converted from a user's Keras captioner,
+    whose manifest names that model (training.keras_sequence.KerasSequence)."""
+    if (Path(path) / "manifest.json").is_file():
+        from edgecap.convert.keras_import import load_reference, source_of_bundle
+
+        src, why = source_of_bundle(path)
+        if src is None:
+            raise ValueError(why)
+        ref = load_reference(src, log=lambda s: None)
+        return ref.model
+    from edgecap.training.keras_step import KerasBundle
+    from edgecap.training.run_dir import load_model
+
+    _, vocab, model = load_model(path)
+    return lambda eager: KerasBundle(model, vocab, path, eager=eager)
+
+
 BEAM_ROWS = 3  # Keras step timings use a beam-3 call, as the bundles' decoder_step (convert.pipeline.STEP_BATCH)
 
 
@@ -145,7 +175,11 @@ def task_model(t: dict) -> dict:
                 feeds[name] = preprocess.load(t["image"], s, t["mean"], t["std"])[None]
             else:
                 feeds[name] = None
-        if any(v is None for v in feeds.values()):
+        if "sequence" in m.inputs:  # a sequence-input decoder: <bos> prefixes and one feature vector per row
+            ins = m.inputs
+            feeds = sequence_inputs(ins["sequence"]["shape"], ins["sequence"]["dtype"], ins["features"]["shape"][1])
+            holder["rows"] = ins["sequence"]["shape"][0]
+        elif any(v is None for v in feeds.values()):
             ins = m.inputs
             step = step_inputs(
                 ins["token"]["shape"][0], ins["h"]["shape"][1], ins["features"]["shape"][1], ins["features"]["shape"][2]
@@ -168,50 +202,47 @@ def task_model(t: dict) -> dict:
 def task_keras(t: dict) -> dict:
     """Five figures of the Keras encoder and step, compiled (tf.function, traced at first call) and eager."""
     _tf_threads(t["threads"])
-    from edgecap.training.run_dir import load_model
-
     t0 = time.perf_counter()
     base = rss_mb()
-    cfg, vocab, model = load_model(t["run"])
+    make = keras_reference(t["run"])
     load_ms = (time.perf_counter() - t0) * 1e3
-    from edgecap.runtime import preprocess
-
-    image = preprocess.load(t["image"], cfg.image.size, cfg.image.mean, cfg.image.std)
-    x = step_inputs(BEAM_ROWS, cfg.decoder.hidden, cfg.max_views * model.positions, cfg.encoder.feature_dim)
     out: dict = {"load_ms": load_ms, "load_mb": rss_mb() - base, "tensorflow": _tf_version()}
     for variant in ("compiled", "eager"):
         r = dict(t["runs"])
         if variant == "eager":  # 10-100x slower: fewer runs, same figures
             r = {**r, "min_runs": max(3, r["min_runs"] // 10), "max_runs": max(5, r["max_runs"] // 10)}
         out[f"{variant}_encoder"], out[f"{variant}_decoder_step"] = _keras_figures(
-            model, vocab, t["run"], variant == "eager", image, x, r
+            make, variant == "eager", t["image"], r
         )
     return out
 
 
-def _keras_figures(model, vocab, run: str, eager: bool, image: np.ndarray, x: dict, r: dict) -> tuple[dict, dict]:
-    """Five figures of one Keras adapter (compiled or eager): its encoder on the prepared `image` (initialisation
-    = building the adapter), then its decoder step on step_inputs `x` (r's run counts x 5: a step is short)."""
-    from edgecap.training.keras_step import KerasBundle
+def _keras_figures(make, eager: bool, image_path: str, r: dict) -> tuple[dict, dict]:
+    """Five figures of one Keras adapter (compiled or eager): its encoder on the prepared image (initialisation
+    = building the adapter), then its decoder step on a beam-3 call of step_inputs or sequence_inputs (r's run
+    counts x 5: a step is short)."""
+    from edgecap.runtime import preprocess
 
     holder: dict = {}
 
     def init_enc():
-        holder["b"] = KerasBundle(model, vocab, run, eager=eager)
+        holder["b"] = make(eager)
 
+    b0 = make(eager)
+    image = preprocess.load(image_path, b0.image_size, b0.mean, b0.std)
     encoder = five_figures(
         init_enc, lambda: holder["b"].encode(image), r["warmup"], r["min_runs"], r["min_seconds"], r["max_runs"]
     )
     b = holder["b"]
-    feats, mask = x["features"][0], x["mask"][0]
-    step = five_figures(
-        lambda: None,
-        lambda: b.step(x["token"], x["h"], x["c"], feats, mask),
-        r["warmup"],
-        r["min_runs"] * 5,
-        r["min_seconds"],
-        r["max_runs"] * 5,
-    )
+    if getattr(b, "decoder_kind", "recurrent") == "sequence":
+        x = sequence_inputs((BEAM_ROWS, b.sequence_length), "int32", b.info_.feature_dim)
+        one = np.ones(1, np.float32)
+        call = lambda: b.predict_next(x["sequence"], x["features"][:1], one)  # noqa: E731
+    else:
+        x = step_inputs(BEAM_ROWS, b.hidden_size, b.max_views * b.positions, b.model.cfg.encoder.feature_dim)
+        feats, mask = x["features"][0], x["mask"][0]
+        call = lambda: b.step(x["token"], x["h"], x["c"], feats, mask)  # noqa: E731
+    step = five_figures(lambda: None, call, r["warmup"], r["min_runs"] * 5, r["min_seconds"], r["max_runs"] * 5)
     return encoder, {**step, "rows": BEAM_ROWS}
 
 
@@ -226,17 +257,14 @@ def task_reports(t: dict) -> dict:
     base = rss_mb()
     t0 = time.perf_counter()
     if keras:
-        from edgecap.training.keras_step import KerasBundle
-        from edgecap.training.run_dir import load_model
-
-        _, vocab, model = load_model(t["keras_run"])
-        captioner = Captioner(KerasBundle(model, vocab, t["keras_run"], eager=t.get("eager", False)))
+        captioner = Captioner(keras_reference(t["keras_run"])(t.get("eager", False)))
     else:
         captioner = Captioner.from_bundle(t["bundle"], num_threads=t["threads"])
     init_ms = (time.perf_counter() - t0) * 1e3
     init_mb = rss_mb() - base
     beam = t["beam"]
-    studies = t["inputs"]
+    # a one-view model (a user's Keras captioner) gets each study's frontal view only
+    studies = [[f, lat if captioner.bundle.max_views > 1 else None] for f, lat in t["inputs"]]
     first = captioner.caption(studies[0][0], studies[0][1], beam=beam)  # first report: lazy allocations, tracing
     first_ms = first.timings["total_ms"]
     warm = [
@@ -302,8 +330,9 @@ def decode_split(captioner, studies, beam: int, keras: bool) -> dict:
         return wrapper
 
     if keras:
-        original = {"_step": b._step}
-        b._step = timed(b._step, "interpreter")
+        call = "_predict" if getattr(b, "decoder_kind", "recurrent") == "sequence" else "_step"
+        original = {call: getattr(b, call)}
+        setattr(b, call, timed(getattr(b, call), "interpreter"))
         target = b
     else:
         target = b.decoder

@@ -50,7 +50,7 @@ from typing import Any  # noqa: E402 (after the handler: Ctrl-C during these imp
 import typer  # noqa: E402
 
 from edgecap import __version__  # noqa: E402
-from edgecap.cli import bench, bundle, caption, convert, data, edge_app, label, serve, train  # noqa: E402
+from edgecap.cli import bench, bundle, caption, convert, data, device_check, edge_app, label, serve, train  # noqa: E402
 
 
 class Edgecap(typer.Typer):
@@ -89,6 +89,7 @@ app.command("convert")(convert.convert)
 app.command("serve")(serve.serve)
 app.command("app", help="The point-of-care app (Kivy), or a headless screenshot of a report.")(edge_app.app_command)
 app.command("bench")(bench.bench)
+app.command("device-check")(device_check.device_check)
 app.command("label", help="Label reports for 14 CheXpert-style observations (rule-based proxy).")(label.label)
 app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)

@@ -12,21 +12,32 @@ Inputs: a file is taken as given; a folder is searched recursively and a glob is
 keeping image files only (a suffix of runtime.formats, or no suffix and the DICOM "DICM" mark; hidden files
 are left out).
 
-Records (one per input, in input order) have a status: "ok" (a report), "flagged" (the input does not look
+Studies (cli.study_inputs, `--studies` / `--list`): run_batch also takes StudyInput items, a study's frontal
+and lateral images captioned together into one record, keyed by both (input_key with a lateral): a plain
+path is an image captioned alone. A study's record also has "study" (its name) and "unused" (its images the
+model does not take, a third view say); an image of a pair that cannot be read makes the whole study an
+error record naming that image (no report from the other view alone: its text would not say that a view is
+missing), and the batch goes on.
+
+Records (one per input or study, in input order) have a status: "ok" (a report), "flagged" (the input does not look
 like a chest X-ray, or is too small to read one: runtime.sanity.FLAG_CODES; no report text unless
 `show_flagged_text`) or "error" (the input could not be captioned; the batch goes on). Output formats:
     json   JSON Lines: {"key", "input", ...Report.to_dict()} (its "status" is "ok" or "flagged"; a flagged
            one has "text": null, "text_withheld": true, no tokens or attention; with show_flagged_text,
            "text_withheld": false and the model's text in "flagged_text") or
-           {"key", "input", "status": "error", "error": message}
-    csv    one row per input: CSV_COLUMNS, i.e. key, input, lateral, status, flagged, text_withheld,
-           warnings (codes), text (empty unless status is "ok"), flagged_text (only with show_flagged_text),
-           error, total_ms, decoder_steps, then one column per labeler observation (positive / negative /
-           uncertain / empty; empty when flagged)
-    text   blocks for people: "== INPUT [STATUS] key=KEY" (key= in files only), then the report; a flagged
-           one gives the reasons and "No report: the model's text is withheld" (with show_flagged_text, the
-           text, introduced as not describing the image), findings, warnings, timings; a blank line ends each
-           block, and no block holds a blank line
+           {"key", "input", "status": "error", "error": message, "demonstration", "notice"}; a study's records
+           also "study", "unused" (a list of paths) and, when an error, "inputs": {"frontal", "lateral"};
+           "input" is the frontal view
+    csv    one row per input: CSV_COLUMNS, i.e. key, input, lateral, study (empty for an image captioned
+           alone; unused images are in json only), status, flagged, text_withheld, warnings (codes), text
+           (empty unless status is "ok"), flagged_text (only with show_flagged_text), error, total_ms,
+           decoder_steps, then one column per labeler observation (positive / negative / uncertain / empty;
+           empty when flagged)
+    text   blocks for people: "== INPUT [STATUS] key=KEY" (key= in files only; a study of several images:
+           "== study NAME: FRONTAL + LATERAL [STATUS]", then "not used: ..." when it had more), then the
+           report; a flagged one gives the reasons and "No report: the model's text is withheld" (with
+           show_flagged_text, the text, introduced as not describing the image), findings, warnings,
+           timings; a blank line ends each block, and no block holds a blank line
 
 An existing --out is used only when edgecap caption wrote it, in the same format; anything else is refused
 (BatchError) and left byte for byte, so a mistyped --out never costs a file:
@@ -55,7 +66,10 @@ Resume: a record's key is the input's resolved path, size and modification time 
 or replaced file is captioned again and a moved file is not confused with another. Opening an existing
 output reads its keys (the last record of a key wins). Inputs whose key already has a record are skipped
 (flagged ones too: show_flagged_text applies to the inputs captioned in this run); errors too, unless
-`retry_errors` (a fixed file gets a new mtime, so it is retried anyway).
+`retry_errors` (a fixed file gets a new mtime, so it is retried anyway). A retried input's new record replaces
+its error record: before the batch, Sink.forget_errors rewrites the output without the records of the inputs
+it will retry (a new file, locked, then renamed over the old one: a run killed meanwhile leaves the old file or
+the new one, never half of one), so every input has one record and is counted once.
 
 Exit status (BatchSummary.exit_code, codes of cli.common), counted over every input of the run, resumed
 ones included:
@@ -80,9 +94,10 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, TextIO
+from typing import Callable, Iterable, Optional, Sequence, TextIO
 
 from edgecap.cli.common import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK
+from edgecap.cli.study_inputs import StudyInput
 from edgecap.labeler import OBSERVATIONS
 from edgecap.runtime.decoding import DEFAULT_BEAM
 from edgecap.runtime.formats import DICOM_HEAD, has_dicom_magic, is_image_name
@@ -95,6 +110,7 @@ CSV_COLUMNS = (
     "key",
     "input",
     "lateral",
+    "study",
     "status",
     "flagged",
     "text_withheld",
@@ -105,6 +121,7 @@ CSV_COLUMNS = (
     "total_ms",
     "decoder_steps",
 ) + OBSERVATIONS
+_STATUS_COLUMN = CSV_COLUMNS.index("status")
 
 
 class BatchError(ValueError):
@@ -188,6 +205,13 @@ def input_key(path: Path, lateral: Optional[Path] = None) -> str:
     return one(path) if lateral is None else f"{one(path)}+{one(lateral)}"
 
 
+def item_key(item: Path | StudyInput, lateral: Optional[Path] = None) -> str:
+    """The resume key of a run's input: an image (with the run's --lateral) or a study (its two views)."""
+    if isinstance(item, StudyInput):
+        return input_key(item.frontal, item.lateral)
+    return input_key(item, lateral)
+
+
 # ---- outputs --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Done:
@@ -243,6 +267,31 @@ class Sink:
         is a torn last record). Raises NotOurs when edgecap caption did not write it in this format."""
         raise NotImplementedError
 
+    def pieces(self, content: bytes) -> list[tuple[bytes, Optional[str]]]:
+        """Content already scanned, cut into (bytes, key of the record or None: a header) that join back to it."""
+        raise NotImplementedError
+
+    def forget_errors(self, keys: Iterable[str]) -> int:
+        """Remove every record of those `keys` whose last record is an error, so that the record of their retry
+        replaces it (--retry-errors): -> how many inputs. The file is written anew beside the old one, locked,
+        flushed to disk and renamed over it (the lock goes with it); a stream (stdout, a device) has nothing to
+        remove. Raises OutputError when the new file cannot be written (the old one is left as it was)."""
+        drop = {k for k in keys if k in self._done and self._done[k].status == "error"}
+        if not drop or not self.resumable or self.path is None:
+            return 0
+        self.stream.flush()
+        target = Path(os.path.realpath(self.path))  # a symbolic link --out: replace the file it names
+        try:
+            content = target.read_bytes()
+        except OSError as e:
+            raise OutputError(f"{self.name}: cannot read it back ({describe(e)})") from None
+        kept = b"".join(piece for piece, key in self.pieces(content) if key not in drop)
+        self.stream, old = _replace_locked(target, kept), self.stream
+        old.close()  # releases the old file's lock: the new file holds ours
+        for k in drop:
+            del self._done[k]
+        return len(drop)
+
     def close(self) -> None:
         """Close a file (releasing its lock). After a failed write the unwritable rest is dropped: stdout is
         pointed at os.devnull, so the interpreter's final flush does not fail again."""
@@ -281,6 +330,9 @@ class JsonlSink(Sink):
             raise NotOurs(f"line {len(lines) + 1} is not an edgecap record")
         return cut
 
+    def pieces(self, content: bytes) -> list[tuple[bytes, Optional[str]]]:
+        return [(line, (_json_record(line) or {}).get("key")) for line in _split_after(content, b"\n")]
+
 
 class CsvSink(Sink):
     HEADER = ",".join(CSV_COLUMNS) + "\n"  # no column name needs quoting
@@ -297,6 +349,7 @@ class CsvSink(Sink):
             "key": record["key"],
             "input": record["input"],
             "lateral": (record.get("inputs") or {}).get("lateral"),
+            "study": record.get("study"),
             "status": record["status"],
             "flagged": record.get("flagged", ""),
             "text_withheld": record.get("text_withheld", ""),
@@ -323,14 +376,18 @@ class CsvSink(Sink):
         cut = content.rfind(b"\n") + 1
         for n, line in enumerate(content[len(header) : cut].split(b"\n")[:-1], 2):
             row = _csv_row(line)
-            if row is None or len(row) != len(CSV_COLUMNS) or row[3] not in STATUSES:
+            if row is None or len(row) != len(CSV_COLUMNS) or row[_STATUS_COLUMN] not in STATUSES:
                 raise NotOurs(f"line {n} is not an edgecap row")
-            self._done[row[0]] = Done(row[3])
+            self._done[row[0]] = Done(row[_STATUS_COLUMN])
         tail, last = content[cut:], content.count(b"\n", 0, cut) + 1
         row = _csv_row(tail, strict=False)
         if tail and (row is None or len(row) > len(CSV_COLUMNS)):
             raise NotOurs(f"line {last} is not an edgecap row")
         return cut
+
+    def pieces(self, content: bytes) -> list[tuple[bytes, Optional[str]]]:
+        lines = _split_after(content, b"\n")
+        return [(line, _csv_key(line) if n else None) for n, line in enumerate(lines)]  # line 0: the header
 
 
 class TextSink(Sink):
@@ -338,8 +395,10 @@ class TextSink(Sink):
 
     def format(self, record: dict) -> str:
         status = record["status"]
-        head = f"== {_one_line(record['input'])} [{status}]"
+        head = f"== {_one_line(_label(record))} [{status}]"
         lines = [f"{head} key={_one_line(record['key'])}" if self.path is not None else head]  # key: for resuming
+        if record.get("unused"):
+            lines.append(f"not used (the model takes one frontal and one lateral view): {', '.join(record['unused'])}")
         if status == "error":
             lines.append(f"error: {_one_line(record['error'])}")
         else:
@@ -375,6 +434,21 @@ class TextSink(Sink):
         if rest or not _starts_like(content[cut:], b"== "):
             raise NotOurs(f"line {line} does not start a block with '== INPUT [STATUS] key=KEY'")
         return cut
+
+    def pieces(self, content: bytes) -> list[tuple[bytes, Optional[str]]]:
+        out: list[tuple[bytes, Optional[str]]] = []
+        for block in _split_after(content, b"\n\n"):
+            head = self.HEAD.fullmatch(block.split(b"\n", 1)[0].decode("utf-8", "replace"))
+            out.append((block, head[3] if head else None))
+        return out
+
+
+def _label(record: dict) -> str:
+    """What a text block is about: the input; for a study of several images its name and views."""
+    lateral = (record.get("inputs") or {}).get("lateral")
+    if record.get("study") is None or (lateral is None and not record.get("unused")):
+        return record["input"]
+    return f"study {record['study']}: {record['input']}" + (f" + {lateral}" if lateral else "")
 
 
 _SINKS = {"json": JsonlSink, "csv": CsvSink, "text": TextSink}
@@ -472,6 +546,46 @@ def _lock(fd: int, out: Path) -> None:
         raise BatchError(f"{out}: cannot lock it against a second run ({describe(e)}); choose another --out") from None
 
 
+def _csv_key(line: bytes) -> Optional[str]:
+    """The key (first field) of a CSV row, None when the line is not one."""
+    row = _csv_row(line.rstrip(b"\n"))
+    return row[0] if row else None
+
+
+def _split_after(content: bytes, sep: bytes) -> list[bytes]:
+    """`content` cut after each `sep` (kept with the piece before it); what follows the last one, if any."""
+    parts = content.split(sep)
+    return [part + sep for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _replace_locked(target: Path, content: bytes) -> TextIO:
+    """Write `content` to a new file beside `target`, lock it, flush it to disk, then rename it over `target`
+    (its permissions kept): -> the new file, open for appending. Raises OutputError, `target` untouched, when
+    any step fails."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.edgecap-new")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        raise OutputError(f"{target}: cannot write its new version ({describe(e)})") from None
+    try:
+        _lock(fd, tmp)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+        os.replace(tmp, target)
+    except OSError as e:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{target}: cannot write its new version ({describe(e)}); it is left as it was") from None
+    except BaseException:  # Ctrl-C: the old file stays
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return open(fd, "a", encoding="utf-8", newline="")
+
+
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -542,7 +656,7 @@ class BatchSummary:
 
 def run_batch(
     captioner,
-    paths: list[Path],
+    paths: Sequence[Path | StudyInput],
     sink: Sink,
     beam: int = DEFAULT_BEAM,
     lateral: Optional[Path] = None,
@@ -553,42 +667,49 @@ def run_batch(
     log: Callable[[str], None] | None = None,
     show_flagged_text: bool = False,
 ) -> BatchSummary:
-    """Caption every path not already in `sink`, writing one record each. Never raises for a bad input:
-    it becomes an error record and a line through `log` (stderr by default). Raises OutputError when a record
-    cannot be written (the ones before it are kept)."""
+    """Caption every path (an image, or a StudyInput: its views together) not already in `sink`, writing one
+    record each. Never raises for a bad input: it becomes an error record and a line through `log` (stderr by
+    default). Raises OutputError when a record cannot be written (the ones before it are kept)."""
     from tqdm import tqdm
 
     from edgecap.runtime.captioner import CaptionError
     from edgecap.runtime.errors import ImageError
+    from edgecap.runtime.report import is_demonstration
 
     if lateral is not None and len(paths) != 1:
         raise BatchError("a lateral view goes with exactly one frontal image")
+    if retry_errors:  # their new records replace the error records, not sit beside them
+        sink.forget_errors(item_key(item, lateral) for item in paths)
     done = sink.done()
+    notice = getattr(captioner, "bundle_info", {}).get("notice")  # error records say it too, as reports do
+    model_fields = {"demonstration": is_demonstration(notice), "notice": notice}
     summary = BatchSummary(total=len(paths))
+    unit = "study" if any(isinstance(p, StudyInput) for p in paths) else "image"
     bar = tqdm(
-        total=len(paths), file=sys.stderr, disable=not progress or len(paths) < 2, unit="image", dynamic_ncols=True
+        total=len(paths), file=sys.stderr, disable=not progress or len(paths) < 2, unit=unit, dynamic_ncols=True
     )
     say = log or (lambda msg: bar.write(msg, file=sys.stderr))
     try:
-        for path in paths:
-            key = input_key(path, lateral)
+        for item in paths:
+            key = item_key(item, lateral)
             if is_done(done, key, retry_errors):
                 summary.skipped += 1
                 summary.failed += done[key].status == "error"
                 summary.flagged += done[key].status == "flagged"
                 bar.update()
                 continue
-            record: dict = {"key": key, "input": str(path)}
+            path, view, record = _start_record(item, key, lateral)
             try:
-                report = captioner.caption(path, lateral=lateral, beam=beam)
+                report = captioner.caption(path, lateral=view, beam=beam)
             except (ImageError, CaptionError, OSError, ValueError) as e:  # over the pixel limit too: ImageError
-                record.update(status="error", error=str(e))
+                record.update(status="error", error=str(e), **model_fields)
             except Exception as e:  # a bug must not end a batch of thousands: record it, go on
-                record.update(status="error", error=f"internal error ({type(e).__name__}: {e})")
+                record.update(status="error", error=f"internal error ({type(e).__name__}: {e})", **model_fields)
             else:
+                record.pop("inputs", None)  # the report's own, from here
                 record.update(report.to_dict(attention_decimals, attention, show_flagged_text))  # "status" too
             sink.write(record)
-            _count(record, path, summary, say)
+            _count(record, _label(record) if isinstance(item, StudyInput) else path, summary, say)
             bar.set_postfix(failed=summary.failed, flagged=summary.flagged, refresh=False)
             bar.update()
     finally:
@@ -596,7 +717,17 @@ def run_batch(
     return summary
 
 
-def _count(record: dict, path: Path, summary: BatchSummary, say: Callable[[str], None]) -> None:
+def _start_record(item: Path | StudyInput, key: str, lateral: Optional[Path]) -> tuple[Path, Optional[Path], dict]:
+    """(frontal, lateral, the record's first fields) of an image with the run's --lateral, or of a study."""
+    if not isinstance(item, StudyInput):
+        return item, lateral, {"key": key, "input": str(item)}
+    inputs = {"frontal": str(item.frontal), "lateral": None if item.lateral is None else str(item.lateral)}
+    unused = [str(p) for p in item.unused]
+    record = {"key": key, "input": str(item.frontal), "study": item.name, "unused": unused, "inputs": inputs}
+    return item.frontal, item.lateral, record
+
+
+def _count(record: dict, path: Path | str, summary: BatchSummary, say: Callable[[str], None]) -> None:
     """Count a record just written, and say why when it failed or was flagged."""
     if record["status"] == "error":
         summary.failed += 1

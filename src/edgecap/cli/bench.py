@@ -62,6 +62,12 @@ def bench(
         result = _load_result(from_json)
     else:
         result = _measure(run, bundle or [], modes, data, threads, quick, beam, inputs)
+        from edgecap.data.rehearsal import notice_of
+
+        notice = next((n for n in map(notice_of, [data, run, *(bundle or [])]) if n), None)
+        if notice:  # made from rehearsal data (docs/scale.md): the figures are costs, not quality
+            result["rehearsal"] = notice
+            typer.echo(f"warning: {notice}", err=True)
     if parsed is not None:
         result["checks"] = chk.evaluate(result, parsed)
     _write(result, json_out, markdown_out, plot_out)

@@ -12,8 +12,10 @@ Exit status, the same meaning in every command:
 `fail` prints one red "error: ..." line on stderr and exits: bad input never gives a traceback. The option
 factories declare `--bundle`, `--threads` and `--beam` once (flag, range, default), each command keeping its
 own help text; a value out of range is a usage error (exit 2) before the command runs: --beam 1..MAX_BEAM
-(runtime.decoding), --threads 1..MAX_THREADS. Only typer and the runtime's decode constants are imported
-here: no TensorFlow.
+(runtime.decoding), --threads 1..MAX_THREADS; --bundle naming a training run directory is a usage error
+that says how to make a bundle of it. Importing this module makes every command's --help show click-style
+value names (PATH, N, TEXT...; nothing after a flag) instead of Typer's type labels (<path>, <bool>,
+<list[str]>): readable_type. Only typer and the runtime's decode constants are imported here: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, NoReturn, Sequence
+from pathlib import Path
+from typing import Any, Iterator, List, NoReturn, Optional, Sequence, Union
 
 import typer
 
@@ -117,8 +120,29 @@ def print_table(rows: Sequence[Sequence[str]], align: str = "lr") -> None:
 
 
 def bundle_option(help: str = BUNDLE_HELP) -> Any:
-    """`--bundle PATH` (annotate Optional[Path]; Optional[List[str]] makes it repeatable), default None."""
-    return typer.Option(None, "--bundle", help=help)
+    """`--bundle PATH` (annotate Optional[Path]; Optional[List[str]] makes it repeatable), default None. A
+    training run directory given as a bundle ends the command with a usage error (not_a_run_dir)."""
+    return typer.Option(None, "--bundle", metavar="PATH", help=help, callback=not_a_run_dir)
+
+
+def run_dir_hint(path: Path) -> Optional[str]:
+    """Why `path` is not a bundle when it is a training run directory (config.json and vocab.json, no
+    manifest.json: training.run_dir.RunDir), and the command that makes a bundle of it; None otherwise."""
+    if (path / "manifest.json").exists() or not ((path / "config.json").is_file() and (path / "vocab.json").is_file()):
+        return None
+    return (
+        f"{path} is a training run directory, not a bundle (config.json and vocab.json, no manifest.json): "
+        f"make a bundle of it with `edgecap convert --run {path} --out BUNDLE`, then pass --bundle BUNDLE"
+    )
+
+
+def not_a_run_dir(value: Union[None, Path, str, List[str]]) -> Any:
+    """--bundle's callback: exit 2 with run_dir_hint's line when a value is a run directory; else the value."""
+    for v in value if isinstance(value, list) else [] if value is None else [value]:
+        hint = run_dir_hint(Path(v))
+        if hint:
+            fail(hint)
+    return value
 
 
 def threads_option(help: str) -> Any:
@@ -131,3 +155,46 @@ def beam_option(help: str = BEAM_HELP) -> Any:
     """`--beam N` (annotate int), default runtime.decoding.DEFAULT_BEAM, 1..MAX_BEAM (the widest beam the HTTP
     API accepts too; Typer shows the range)."""
     return typer.Option(DEFAULT_BEAM, "--beam", min=1, max=MAX_BEAM, help=help)
+
+
+# Typer's type labels ("<path>", "<int range>", "<list[str]>") -> what --help shows instead: click's style
+_KINDS = {"bool": "", "int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER", "str": "TEXT",
+          "path": "PATH", "file": "FILE", "directory": "DIR", "dir": "DIR"}
+
+
+def readable_type(label: str) -> str:
+    """A Typer type label -> a value name: "<path>" -> "PATH", "<int range>" -> "N", "<list[str]>" -> "TEXT...",
+    "<bool>" -> "" (a flag takes no value); choices ("<a|b>") keep their words, a given metavar stays."""
+    dots = "..." if label.endswith("...") else ""
+    inner = label[: len(label) - len(dots)]
+    if inner.startswith("<") and inner.endswith(">"):
+        inner = inner[1:-1]
+    if inner.startswith("list[") and inner.endswith("]"):
+        inner, dots = inner[5:-1], "..."
+    kind = _KINDS.get(inner, inner)
+    return kind + dots if kind else ""
+
+
+def _show_readable_types() -> None:
+    """Make Typer's help (rich or plain) show readable_type's names: nothing after a flag, and nothing in the
+    type column of an argument whose metavar already names it (`IMAGE|DIR|GLOB...`). Typer >= 0.2x prints its
+    labels through display_type_rich; older ones print click's metavars, already readable, and are left as
+    they are."""
+    from typer import core
+
+    for cls in (core.TyperArgument, core.TyperOption):
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_edgecap", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, _original: Any = original) -> Optional[str]:
+            if getattr(self, "is_flag", False) or (self.param_type_name == "argument" and self.metavar is not None):
+                return ""
+            shown = _original(self, ctx)
+            return None if shown is None else readable_type(shown)
+
+        display_type_rich._edgecap = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_show_readable_types()

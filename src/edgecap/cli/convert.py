@@ -2,6 +2,8 @@
 
     edgecap convert --run runs/demo --out bundles/demo-int8 --int8 [--calibration DATA_OR_IMAGES] [--samples 200]
     edgecap convert --run runs/demo --out bundles/demo-int8 --int8 --sign-key ~/keys/maintainers.pem
+    edgecap convert --keras model.keras --tokenizer tokenizer.json --encoder-app DenseNet121 \
+        --encoder-weights densenet121_notop.h5 --out bundles/mine-int8 --int8      (a user's Keras captioner)
 
 Modes (convert.modes.MODES): --float32, --float16, --dynamic, --int8 (float16 encoder + int8 decoder, the
 edge default), --int8-full (int8 encoder too, where its verification passes).
@@ -11,7 +13,9 @@ One flag per row of convert.modes.MODES (the function's signature is built from 
 verified bundle (manifest.sig, runtime.signing); a bundle that fails verification is left unsigned. Exit status:
 0 converted and verified; 1 converted, but verification missed the mode's thresholds (the manifest is still
 written, with the failing verification) or the converter failed; 2 bad usage (not a run directory, no
-images, no or several modes, an unusable signing key).
+images, no or several modes, an unusable signing key; with --keras: not a Keras file, a model whose inputs are
+not image features + token sequence, a tokenizer whose size is not the model's vocabulary or that lacks the
+start / end word, an encoder whose features do not fit: convert.keras_import).
 """
 
 from __future__ import annotations
@@ -23,13 +27,31 @@ from typing import Any, Callable, Optional
 import typer
 
 from edgecap.cli.common import EXIT_FAILED, fail, print_table, quiet_tensorflow, require_module, threads_option
-from edgecap.convert.modes import MODES
+from edgecap.convert.modes import MODES, by_name, runtime_214_support
 from edgecap.convert.pipeline import DECODER_SAMPLES, DEFAULT_SAMPLES, STEP_BATCH, VERIFY_STUDIES
 
 
 def convert(
-    run: Path = typer.Option(..., "--run", help="Run directory (edgecap train)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory (edgecap train)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (one folder per mode)."),
+    keras: Optional[Path] = typer.Option(None, "--keras", help="Instead of --run: your Keras captioner (.keras or "
+                                                               ".h5): [image features, padded token sequence] -> "
+                                                               "softmax (docs/bring-your-own-model.md)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="--keras: the Keras Tokenizer, saved with "
+                                                                       "tokenizer.to_json()."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="--keras: the CNN giving the features (.keras / "
+                                                                   ".h5, image -> (F,))."),
+    encoder_app: Optional[str] = typer.Option(None, "--encoder-app", help="--keras: or a keras.applications name "
+                                                                          "(DenseNet121, InceptionV3, ...) ..."),
+    encoder_weights: Optional[Path] = typer.Option(None, "--encoder-weights", help="... with its downloaded "
+                                                                                   "weights file (no top)."),
+    normalization: Optional[str] = typer.Option(None, "--normalization", help="--encoder: its input mode, caffe | "
+                                                                              "torch | tf | raw (preprocess_input)."),
+    start: str = typer.Option("startseq", "--start", help="--keras: the word captions start with."),
+    end: str = typer.Option("endseq", "--end", help="--keras: the word captions end with."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="--keras: the padded sequence length "
+                                                                        "(default: the model's)."),
+    padding: str = typer.Option("pre", "--padding", help="--keras: pad_sequences' padding, pre | post."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="int8: an IU X-Ray data folder or a "
                                                                            "folder of images (default: the run's own "
                                                                            "data)."),
@@ -58,11 +80,26 @@ def convert(
     if len(chosen) != 1:
         flags = " | ".join(m.flag for m in MODES.values())
         fail(f"choose exactly one mode: {flags}" + (f" (got {len(chosen)})" if chosen else ""))
+    if (run is None) == (keras is None):
+        fail("give one model: --run RUN_DIR (edgecap train), or --keras MODEL --tokenizer TOKENIZER.json")
+    if keras is not None and tokenizer is None:
+        fail("--keras needs --tokenizer TOKENIZER.json (the Keras Tokenizer the model was trained with)")
+    keras_only = {"--tokenizer": tokenizer, "--encoder": encoder, "--encoder-app": encoder_app,
+                  "--encoder-weights": encoder_weights, "--normalization": normalization, "--max-length": max_length}
+    if run is not None and any(v is not None for v in keras_only.values()):
+        fail(f"{', '.join(k for k, v in keras_only.items() if v is not None)}: only with --keras")
     quiet_tensorflow()
     require_module("tensorflow", "edgecap convert needs TensorFlow: pip install 'edgecap[train]'")
     options = dict(calibration=calibration, samples=samples, verify_studies=verify_studies, num_threads=threads,
                    decoder_samples=decoder_samples, step_batch=step_batch, sign_key=sign_key)
-    r = _convert(run, out, chosen[0], options)
+    source: Any = run
+    if keras is not None:
+        from edgecap.convert.keras_import import KerasImport
+
+        assert tokenizer is not None  # checked above
+        source = KerasImport(keras, tokenizer, encoder, encoder_app, encoder_weights, start, end, max_length, padding,
+                             normalization)
+    r = _convert(source, out, chosen[0], options)
     from edgecap.convert.verify import table
 
     m = r.manifest
@@ -73,7 +110,7 @@ def convert(
         typer.echo(f"{out / f.path}  {f.bytes / 1e6:.2f} MB  {f.precision}  {len(f.ops)} op types, builtin only")
     typer.echo(
         f"{out / 'manifest.json'}  (mode {m.mode}, tflite-runtime 2.14: "
-        f"{'yes' if m.runtime['tflite_runtime_2_14'] else 'no'}; {m.notice})"
+        f"{runtime_214_support(by_name(m.mode)) if m.decoder.kind == 'recurrent' else 'not checked'}; {m.notice})"
     )
     if not r.passed:
         failed = ", ".join(k for k, ok in m.verification["checks"].items() if not ok)
@@ -85,16 +122,24 @@ def convert(
     typer.echo(f"converted and verified in {r.seconds:.0f} s{signed}\nnext: edgecap caption IMAGE --bundle {out}")
 
 
-def _convert(run: Path, out: Path, mode: str, options: dict[str, Any]) -> Any:
-    """convert.pipeline.convert_run on one CPU; its errors as exit status 2 (bad input) or 1 (conversion)."""
+def _convert(source: Any, out: Path, mode: str, options: dict[str, Any]) -> Any:
+    """convert.pipeline.convert_run (a run folder) or convert.keras_import.convert_keras (a KerasImport) on one
+    CPU; their errors as exit status 2 (bad input) or 1 (conversion)."""
     from edgecap.convert import pipeline
 
     pipeline.pin_to_one_cpu()  # before TensorFlow is imported: calibration that does not depend on the core count
+    from edgecap.progress import Progress
+
+    Progress()("loading TensorFlow")
     from edgecap.convert.export import ConversionError
     from edgecap.runtime.bundle import BundleError
 
     try:
-        return pipeline.convert_run(run, out, mode, log=typer.echo, **options)
+        if isinstance(source, Path):
+            return pipeline.convert_run(source, out, mode, log=Progress(), **options)
+        from edgecap.convert.keras_import import convert_keras
+
+        return convert_keras(source, out, mode, log=Progress(), **options)
     except pipeline.ConvertError as e:
         fail(str(e))
     except (ConversionError, BundleError) as e:

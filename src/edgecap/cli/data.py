@@ -1,7 +1,8 @@
-"""`edgecap data stats | fetch`: figures of an IU X-Ray folder, and the download of the Open-i archives.
+"""`edgecap data stats | fetch | rehearsal`: figures of an IU X-Ray folder, the Open-i download, a rehearsal set.
 
     edgecap data fetch iu-xray --out data/iu_xray [--reports-only] [--base-url MIRROR]
     edgecap data stats data/iu_xray [--json stats.json]
+    edgecap data rehearsal data/rehearsal --reports data/iu_xray/NLMCXR_reports.tgz [--jobs 2]
 
 Exit status: 0 done; 1 the download failed (network, checksum, disk); 2 bad usage or no readable data.
 """
@@ -16,7 +17,7 @@ import typer
 
 from edgecap.cli.common import EXIT_FAILED, fail
 
-data_app = typer.Typer(help="IU X-Ray data: statistics and download.", no_args_is_help=True)
+data_app = typer.Typer(help="IU X-Ray data: statistics, download and a rehearsal set.", no_args_is_help=True)
 
 
 @data_app.command("stats")
@@ -31,6 +32,7 @@ def data_stats(
     from dataclasses import asdict
 
     from edgecap.data.iu_xray import DataError, load
+    from edgecap.data.rehearsal import notice_of as rehearsal_notice
     from edgecap.data.stats import compute_stats
 
     try:
@@ -43,8 +45,11 @@ def data_stats(
         typer.echo(f"unreadable: {msg}")
     if st.missing_examples:
         typer.echo(f"missing (first {len(st.missing_examples)}): {', '.join(st.missing_examples)}")
+    notice = rehearsal_notice(path)
+    if notice:
+        typer.echo(f"warning: {notice} ({path} holds a REHEARSAL marker)", err=True)
     if json_out:
-        json_out.write_text(json.dumps(asdict(st), indent=2) + "\n")
+        json_out.write_text(json.dumps({**asdict(st), "rehearsal": notice}, indent=2) + "\n")
 
 
 @data_app.command("fetch")
@@ -72,4 +77,31 @@ def data_fetch(
             + (f", resumed from {r.resumed_from:,}" if r.resumed_from else "")
             + (f", extracted to {r.extracted_to}" if r.extracted_to else "")
         )
+    typer.echo(f"next: edgecap data stats {out}")
+
+
+@data_app.command("rehearsal")
+def data_rehearsal(
+    out: Path = typer.Argument(..., help="Folder to write (Open-i layout: ecgen-radiology/ + images/)."),
+    reports: Path = typer.Option(..., "--reports", help="The Open-i NLMCXR_reports.tgz (or its ecgen-radiology/)."),
+    seed: int = typer.Option(0, help="Seed of the image derivations (same seed, same bytes)."),
+    jobs: int = typer.Option(0, help="Worker processes (0: one per CPU)."),
+    limit: int = typer.Option(0, help="Only the first N reports (0: all)."),
+) -> None:
+    """A full-size rehearsal folder: the real reports, and for every real image name a PNG derived from the
+    packaged real sample. It measures cost and robustness, never quality (docs/scale.md)."""
+    from edgecap.data.iu_xray import DataError
+    from edgecap.data.rehearsal import NOTICE, build
+
+    if jobs < 0 or limit < 0:
+        fail("--jobs and --limit must be 0 or more")
+    try:
+        r = build(reports, out, seed=seed, jobs=jobs or None, limit=limit or None, log=typer.echo)
+    except DataError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(str(e), EXIT_FAILED)
+    by = ", ".join(f"{v:,} {k}" for k, v in r.by_projection.items() if v)
+    typer.echo(f"{r.studies:,} reports, {r.images:,} images ({by}); {r.written:,} written now")
+    typer.echo(f"warning: {NOTICE}")
     typer.echo(f"next: edgecap data stats {out}")

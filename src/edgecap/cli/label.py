@@ -8,9 +8,15 @@ and the labeler are imported (no TensorFlow).
 * ``edgecap label --validate indiana_reports.csv`` (or the IU data folder): agreement with the human
   MeSH annotations, per observation and macro F1.
 
-Exit status: 0 labelled; 1 unreadable input (missing or unreadable file, rule files, nothing annotated to
-validate against); 2 bad usage (no input or several, an empty or missing --column). One error line on
-stderr, never a traceback.
+Two vocabularies, each where it belongs. JSON (``--json``, and ``--csv --json``) says what every JSON of
+edgecap says (the caption records, the HTTP API's "findings"): "positive", "negative", "uncertain", or null
+(not mentioned), the evidence items' "label" too. The CSV of ``--csv`` keeps the CheXpert labeler's numeric
+codes, which evaluation tools read: 1 positive, 0 negative, -1 uncertain, empty not mentioned.
+
+Exit status (cli.common): 0 labelled; 1 the labeler could not run (its rule files) or found nothing to
+validate against (no annotated report); 2 bad usage or unusable input: no input or several, a --csv or
+--validate path that is missing or unreadable, an empty or missing --column. One error line on stderr, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import typer
 
 from edgecap.cli.common import EXIT_FAILED, EXIT_USAGE, fail
 from edgecap.labeler import OBSERVATIONS, Labeler
+from edgecap.runtime.report import LABEL_NAMES, findings_from_labels
 
 _MEANING = {1: "positive", 0: "negative", -1: "uncertain", None: ""}
 ID_COLUMNS = ("uid", "id", "study_id", "image_id")  # the first one present names each output row
@@ -43,8 +50,9 @@ def label(
 ) -> None:
     """Label reports for the 14 CheXpert observations with the rule-based labeler (a CheXpert proxy).
 
-    Labels: 1 positive, 0 negative, -1 uncertain, empty = not mentioned. Scores from this labeler are
-    "rule-based labeler (CheXpert-proxy)" scores, not CheXpert F1.
+    JSON says positive / negative / uncertain / null (not mentioned), as caption and the API do; the CSV of
+    --csv keeps the CheXpert codes for evaluation tools: 1 positive, 0 negative, -1 uncertain, empty.
+    Scores from this labeler are "rule-based labeler (CheXpert-proxy)" scores, not CheXpert F1.
     """
     given = [x for x in (text is not None, csv is not None, validate is not None) if x]
     if not given:
@@ -71,9 +79,19 @@ def _fmt(v: Optional[int]) -> str:
 
 def _label_text(lab: Labeler, text: str, json_out: bool) -> None:
     if json_out:
-        typer.echo(json.dumps({"labels": lab.label(text), "explain": lab.explain(text)}, indent=2))
+        typer.echo(json.dumps({"labels": findings_from_labels(lab.label(text)), "explain": _explain_words(lab, text)},
+                              indent=2))
     else:
         typer.echo(_text_table(lab, text))
+
+
+def _explain_words(lab: Labeler, text: str) -> dict[str, dict]:
+    """Labeler.explain with each label, the observation's and its evidence items', in words (LABEL_NAMES)."""
+    out = {}
+    for o, e in lab.explain(text).items():
+        evidence = [{**i, "label": LABEL_NAMES[i["label"]]} if "label" in i else i for i in e["evidence"]]
+        out[o] = {**e, "label": LABEL_NAMES[e["label"]], "evidence": evidence}
+    return out
 
 
 def _text_table(lab: Labeler, text: str) -> str:
@@ -113,9 +131,9 @@ def _validate(lab: Labeler, path: Path, min_support: int, json_out: bool) -> Non
     try:
         result = run_validation(path, lab, min_support=min_support)
     except FileNotFoundError as e:
-        fail(str(e).strip("'\""), EXIT_FAILED)
+        fail(str(e).strip("'\""), EXIT_USAGE)
     except (ValueError, OSError, SyntaxError) as e:  # bad CSV columns, unreadable file, bad XML
-        fail(f"cannot validate with {path}: {e}", EXIT_FAILED)
+        fail(f"cannot validate with {path}: {e}", EXIT_USAGE)
     if result["reports"] == 0:
         fail(f"no annotated reports found in {path}", EXIT_FAILED)
     typer.echo(json.dumps(result, indent=2) if json_out else format_table(result))
@@ -124,7 +142,7 @@ def _validate(lab: Labeler, path: Path, min_support: int, json_out: bool) -> Non
 def _label_csv(lab: Labeler, path: Path, column: str, out: Optional[Path], json_out: bool) -> int:
     """Label each row's `column` text(s); one CSV row or JSON line per report to `out` (or stdout)."""
     if not path.is_file():
-        fail(f"CSV file not found: {path}", EXIT_FAILED)
+        fail(f"CSV file not found: {path}", EXIT_USAGE)
     cols = [c.strip() for c in column.split(",") if c.strip()]
     if not cols:
         fail("--column is empty", EXIT_USAGE)
@@ -132,7 +150,7 @@ def _label_csv(lab: Labeler, path: Path, column: str, out: Optional[Path], json_
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except OSError as e:
-        fail(f"cannot read {path}: {e}", EXIT_FAILED)
+        fail(f"cannot read {path}: {e}", EXIT_USAGE)
     with fh:
         reader = _csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -167,7 +185,7 @@ def _write_labels(
         labels = lab.label(text)
         rid = row.get(id_col) if id_col else str(i)
         if writer is None:
-            sink.write(json.dumps({id_col or "row": rid, "labels": labels}) + "\n")
+            sink.write(json.dumps({id_col or "row": rid, "labels": findings_from_labels(labels)}) + "\n")
         else:
             writer.writerow([rid, *(_fmt(labels[o]) for o in OBSERVATIONS)])
         n += 1

@@ -2,6 +2,8 @@
 
     edgecap train --data data/iu_xray --out runs/edge --config edge --pretrain-text   # re-run to resume
     edgecap evaluate --run runs/edge --data data/iu_xray --split test --json eval.json --html eval.html
+    # the split to evaluate: train ends with the one that has studies (test, else val, else all); a split
+    # without any fails with each split's count and the one to use (exit 2)
     edgecap demo                                      # the tiny model on the bundled real sample
 
 A train flag left unset keeps the value of the --config preset (edgecap.config.Config). Exit status: 0 done;
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from edgecap.cli.common import EXIT_INTERRUPTED, beam_option, fail, print_table, quiet_tensorflow
+from edgecap.cli.common import EXIT_INTERRUPTED, beam_option, fail, print_table, quiet_tensorflow, warn
 
 if TYPE_CHECKING:
     from edgecap.config import Config
@@ -26,7 +28,8 @@ SECTIONS = ("findings", "findings+impression")
 def train(
     data: Path = typer.Option(..., "--data", help="IU X-Ray data folder."),
     out: Path = typer.Option(..., "--out", help="Run directory (re-run the same command to resume)."),
-    config: str = typer.Option("edge", "--config", help="edge (EfficientNet-Lite0) or tiny (fast tests)."),
+    config: str = typer.Option("edge", "--config", help="edge (EfficientNet-Lite0), tiny (fast tests) or a "
+                                                        "config.json (e.g. a run's, for every worker of a cluster)."),
     epochs: Optional[int] = typer.Option(None, help="Image-conditioned epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
     seed: Optional[int] = typer.Option(None, help="Seed for split, init, shuffling and augmentation."),
@@ -40,7 +43,9 @@ def train(
     split_mode: str = typer.Option("auto", help="auto (annotation.json split if present), random or annotation."),
     val_fraction: Optional[float] = typer.Option(None, help="Random split: share of studies for validation."),
     test_fraction: Optional[float] = typer.Option(None, help="Random split: share of studies for test."),
-    strategy: str = typer.Option("default", help="default or mirrored (tf.distribute.MirroredStrategy)."),
+    strategy: str = typer.Option("default", help="default, mirrored (tf.distribute.MirroredStrategy) or "
+                                                 "multiworker (MultiWorkerMirroredStrategy: one process per "
+                                                 "worker, each with its TF_CONFIG; docs/scale.md)."),
     logical_cpus: int = typer.Option(0, help="Split the CPU into N logical devices (to run mirrored without GPUs)."),
     progress: bool = typer.Option(True, help="Progress bars."),
 ) -> None:
@@ -70,7 +75,22 @@ def train(
     )
     if r.text_val_perplexity is not None:
         typer.echo(f"text model perplexity on the validation reports: {r.text_val_perplexity:.2f}")
-    typer.echo(f"run directory: {out}\nnext: edgecap evaluate --run {out} --data {data} --split test")
+    typer.echo(f"run directory: {out}\nnext: edgecap evaluate --run {out} --data {data} {_evaluate_split(out, data)}")
+
+
+def _evaluate_split(run: Path, data: Path) -> str:
+    """`--split NAME` for the next step: the run's test split, else val, else all (with why) where the data
+    has studies to score (evaluate_run.suggest_split); a run trained on the bundled sample has no test split."""
+    from edgecap.training.evaluate_run import load_with_run_split, split_counts, suggest_split
+    from edgecap.training.run_dir import RunDir
+
+    rd = RunDir(run)
+    ds, _ = load_with_run_split(rd, data)
+    counts = split_counts(ds, rd.load_vocab(), rd.load_config())
+    best = suggest_split(counts) or "all"
+    if best == "all":
+        return f"--split all   # no held-out study has an image here: {counts['all']} training studies (fit)"
+    return f"--split {best}   # {counts[best]} {'study' if counts[best] == 1 else 'studies'}"
 
 
 def _config(preset: str, train: dict[str, Any], text: dict[str, Any]) -> Config:
@@ -78,9 +98,9 @@ def _config(preset: str, train: dict[str, Any], text: dict[str, Any]) -> Config:
     from edgecap.config import Config
 
     try:
-        cfg = Config.preset(preset)
-    except ValueError as e:
-        fail(str(e))
+        cfg = Config.load(Path(preset)) if preset.endswith(".json") else Config.preset(preset)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        fail(f"--config {preset}: {e}")
     for part, overrides in ((cfg.train, train), (cfg.text, text)):
         for key, value in overrides.items():
             if value is not None:
@@ -115,6 +135,8 @@ def evaluate(
     print_table(res.table())
     for n in res.notes:
         typer.echo(f"note: {n}")
+    for w in res.warnings:
+        warn(w)
     if json_out:
         save_json(res, json_out)
         typer.echo(f"wrote {json_out}")

@@ -1,5 +1,6 @@
 """Write a bundle folder: the model files, vocab.json, and the manifest that describes them
-(runtime.manifest, format "edgecap-bundle/1")."""
+(runtime.manifest, format "edgecap-bundle/1"). build_manifest for a run's recurrent decoder,
+build_sequence_manifest for a user's sequence-input Keras decoder (convert.keras_import)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ TENSOR_NAMES = {
         {"logits": "logits", "h": "h_out", "c": "c_out", "attention": "attention"},
     ),
 }
+# a sequence-input decoder step (training.keras_sequence.export_decoder)
+SEQUENCE_TENSOR_NAMES = {
+    "encoder": TENSOR_NAMES["encoder"],
+    "decoder_step": ({"sequence": "sequence", "features": "features"}, {"logits": "logits"}),
+}
 COLOR = (
     "grayscale: RGB(A) input becomes ITU-R 601 luma, 16-bit input is min-max stretched; the gray image is "
     "replicated to the 3 channels (runtime.preprocess)"
@@ -41,12 +47,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def write_model(out: Path, part: str, mode: Mode, data: bytes) -> ModelFile:
-    """Write one .tflite file and describe it (ops from the flatbuffer, tensors from the interpreter)."""
+def write_model(out: Path, part: str, mode: Mode, data: bytes, names: dict | None = None) -> ModelFile:
+    """Write one .tflite file and describe it (ops from the flatbuffer, tensors from the interpreter).
+    names: role -> signature name per part (TENSOR_NAMES, or SEQUENCE_TENSOR_NAMES)."""
     path = out / mode.file_name(part)
     path.write_bytes(data)
     model = SignatureModel.load(data)
-    ins, outs = TENSOR_NAMES[part]
+    ins, outs = (names or TENSOR_NAMES)[part]
 
     def spec(table, roles):
         return {
@@ -70,6 +77,15 @@ def write_model(out: Path, part: str, mode: Mode, data: bytes) -> ModelFile:
     )
 
 
+def _oldest(mode: Mode, litert: str | None) -> str:
+    """The oldest interpreter known to run the files, per CPU where that differs (convert.modes)."""
+    if mode.tflite_runtime_214_aarch64:
+        return "tflite-runtime 2.14.0"
+    if mode.tflite_runtime_214:
+        return f"tflite-runtime 2.14.0 on x86_64; ai-edge-litert {litert} on aarch64 (Raspberry Pi, Android)"
+    return f"ai-edge-litert {litert}"
+
+
 def build_manifest(
     out: Path,
     mode: Mode,
@@ -87,7 +103,6 @@ def build_manifest(
     positions: P, attention positions per view; step_batch: rows of the decoder step file (its token input)."""
     vocab_path = out / "vocab.json"
     vocab.save(vocab_path)
-    litert = _version("ai-edge-litert")
     return Manifest(
         edgecap_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -116,13 +131,53 @@ def build_manifest(
             step_batch=step_batch,
         ),
         special=vocab.special_ids(),
-        runtime={
-            "tflite_runtime_2_14": mode.tflite_runtime_214,
-            "oldest": "tflite-runtime 2.14.0" if mode.tflite_runtime_214 else f"ai-edge-litert {litert}",
-            "verified_with": f"ai-edge-litert {litert}",
-            "converted_with": f"tensorflow {_version('tensorflow-cpu') or _version('tensorflow')}",
-            "note": mode.note,
-        },
+        runtime=_runtime(mode),
+        source=source,
+        calibration=calibration,
+    )
+
+
+def _runtime(mode: Mode) -> dict:
+    """The manifest's "runtime": which interpreters load the files."""
+    litert = _version("ai-edge-litert")
+    return {
+        "tflite_runtime_2_14": mode.tflite_runtime_214,
+        "tflite_runtime_2_14_aarch64": mode.tflite_runtime_214_aarch64,
+        "oldest": _oldest(mode, litert),
+        "verified_with": f"ai-edge-litert {litert}",
+        "converted_with": f"tensorflow {_version('tensorflow-cpu') or _version('tensorflow')}",
+        "note": mode.note,
+    }
+
+
+def build_sequence_manifest(
+    out: Path,
+    mode: Mode,
+    vocab: Vocabulary,
+    files: dict[str, ModelFile],
+    source: dict,
+    calibration: dict | None,
+    notice: str,
+    *,
+    image: InputSpec,
+    decoder: DecoderSpec,
+) -> Manifest:
+    """build_manifest for a sequence-input decoder: the input and decoder fields given whole
+    (convert.keras_import derives them from the user's models and tokenizer)."""
+    vocab_path = out / "vocab.json"
+    vocab.save(vocab_path)
+    return Manifest(
+        edgecap_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        mode=mode.name,
+        mode_settings=json.loads(json.dumps(mode.to_dict())),
+        notice=notice,
+        files=files,
+        vocab=FileRef(vocab_path.name, sha256_file(vocab_path), vocab_path.stat().st_size),
+        input=image,
+        decoder=decoder,
+        special=vocab.special_ids(),
+        runtime=_runtime(mode),
         source=source,
         calibration=calibration,
     )

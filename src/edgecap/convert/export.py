@@ -5,7 +5,9 @@
 
 Only `tf.lite.TFLiteConverter.from_keras_model` on the fixed-batch one-step model converts all four precisions
 without WHILE or Flex ops (`model.export(format="litert")` silently enables Flex; concrete functions drop
-Keras 3 weights). The converter prints a SavedModel listing to stdout: it is captured, not shown.
+Keras 3 weights). The converter prints a SavedModel listing to stdout: it is captured, not shown; its C++ lines
+on stderr ("fully_quantize: 0, inference_type: 6, ..." per int8 calibration) go through
+runtime.native_logs.native_stderr, which shows only its errors.
 Needs TensorFlow.
 """
 
@@ -16,11 +18,10 @@ import io
 import warnings
 from collections.abc import Callable, Iterator
 
-import keras
-import tensorflow as tf
-
 from edgecap.convert.modes import PRECISIONS
+from edgecap.runtime.native_logs import native_stderr
 from edgecap.training.model import CaptionModel
+from edgecap.training.tf_env import keras, tf
 
 
 class ConversionError(RuntimeError):
@@ -69,8 +70,8 @@ def convert_model(
     elif float_ops:
         raise ValueError("float_ops needs precision int8")
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # SavedModel listing, notices
-            warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr():
+            warnings.simplefilter("ignore")  # the SavedModel listing (stdout), notices, the calibrator's C++ lines
             if float_ops:
                 return _selective_int8(conv, representative, float_ops)
             return bytes(conv.convert())

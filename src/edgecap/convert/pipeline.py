@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecap.convert.modes import Mode, by_name
+from edgecap.data import rehearsal
 from edgecap.runtime.decoding import DEFAULT_BEAM
 from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
 from edgecap.training.run_dir import RunDir
@@ -137,14 +138,19 @@ def convert_run(
     """Convert and verify one mode. `settings` are ConvertOptions fields by name (samples=, verify_studies=,
     step_batch=, sign_key=, ...), applied over `options`. Raises ConvertError (bad inputs, an unusable signing
     key), convert.export.ConversionError (the converter failed or wrote forbidden ops). Verification failing is
-    not an exception: result.passed (and the bundle is left unsigned)."""
+    not an exception: result.passed (and the bundle is left unsigned). `log` gets a line per stage (and
+    warnings); an edgecap.progress.Progress also shows counts within the long ones on a terminal (calibration
+    steps recorded, samples the converter calibrates on, verification studies), as `edgecap convert` does."""
     t0 = time.time()
     m = by_name(mode)
     opts = replace(options or ConvertOptions(), **settings)
     opts.check()
+    if (notice := rehearsal.notice_of(RunDir.of(run).root)) and notice not in opts.notice:
+        log(f"warning: {notice} (the run holds a REHEARSAL marker): the bundle's notice says so")
+        opts = replace(opts, notice=f"{notice}; {opts.notice}")
     key = signing_key(opts)
     out = Path(out)
-    ref = load(RunDir.of(run))
+    ref = load(RunDir.of(run), log)
     studies = sources(ref, opts, log)
     calib, facts = calibrate(ref, studies, m, opts, out, log)
     files = export(ref, m, calib, opts.step_batch, out, log)
@@ -167,11 +173,12 @@ def signing_key(opts: ConvertOptions) -> SigningKey | None:
         raise ConvertError(f"--sign-key: {e}") from None
 
 
-def load(run: RunDir) -> Reference:
+def load(run: RunDir, log: Callable[[str], None] = print) -> Reference:
     """The run's config, vocabulary and Keras model (ConvertError when `run` is not a run directory)."""
     from edgecap.training.keras_step import KerasBundle
     from edgecap.training.run_dir import load_model
 
+    log(f"loading the Keras model of {run.root}")
     try:
         cfg, vocab, model = load_model(run)
     except FileNotFoundError as e:
@@ -214,10 +221,15 @@ def calibrate(
     cal_studies = choose(pool.studies, opts.samples, ("train", "val", "test"), seed)
     try:
         calib = collect(
-            ref.keras, cal_studies, ref.cfg, opts.samples, seed, opts.decoder_samples, source=pool.describe(out)
+            ref.keras, cal_studies, ref.cfg, opts.samples, seed, opts.decoder_samples, pool.describe(out), log
         )
     except ValueError as e:
         raise ConvertError(str(e)) from None
+    f = calib.facts
+    log(
+        f"calibration: {f['decoder_steps_recorded']} decoder steps recorded over {f['decoder_studies']} studies, "
+        f"{f['decoder_samples']} kept"
+    )
     cal_images = {p.resolve() for s in cal_studies for p in s.views if p is not None}
     facts = {
         **calib.facts,
@@ -246,7 +258,7 @@ def export(
         rep = None
         if setting.precision == "int8":
             assert calib is not None  # m.needs_calibration
-            rep = calib.encoder_dataset if part == "encoder" else (lambda: calib.decoder_dataset(step_batch))
+            rep = _counted_dataset(calib, part, step_batch, log)
         kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
         log(f"converting {part} ({setting.precision}{kept})")
         data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
@@ -255,6 +267,16 @@ def export(
         if bad:
             raise ConversionError(f"{part}: {'; '.join(bad)}")
     return files
+
+
+def _counted_dataset(calib: Calibration, part: str, step_batch: int, log: Callable[[str], None]) -> Callable:
+    """The converter's representative dataset for `part` (a function -> iterator of input dicts), each sample
+    counted as the converter's calibration reads it (edgecap.progress: on a terminal)."""
+    from edgecap.progress import counted
+
+    if part == "encoder":
+        return lambda: counted(log, calib.encoder_dataset(), f"converting {part}: calibration", len(calib.images))
+    return lambda: counted(log, calib.decoder_dataset(step_batch), f"converting {part}: calibration", len(calib.steps))
 
 
 def write_manifest(
@@ -303,7 +325,7 @@ def verify_bundle(
     # machine's trusted keys (EDGECAP_TRUSTED_KEYS) would refuse it as unsigned
     bundle = Bundle.load(out, opts.num_threads, trust=TrustStore.none())
     log(f"verifying on {len(studies.checked)} studies of {studies.verify_pool.describe()} ({bundle.interpreter_name})")
-    verification = verify(bundle, ref.keras, studies.checked, m.thresholds, ref.cfg.train.seed)
+    verification = verify(bundle, ref.keras, studies.checked, m.thresholds, ref.cfg.train.seed, log)
     verification["source"] = studies.verify_pool.describe(out)
     return verification
 

@@ -11,20 +11,24 @@
     decoder only   the same reports with the bundle's decoder on Keras's encoder features (separates the
                    decoder's drift from the encoder's; informative, no threshold)
 
-The bundle is loaded with runtime.bundle.Bundle (sha256 checks, LiteRT), exactly as a device loads it.
+The bundle is loaded with runtime.bundle.Bundle (sha256 checks, LiteRT), exactly as a device loads it. Both
+decoder kinds (recurrent steps, sequence-input decoders) are verified by the same measures and thresholds.
 Thresholds come from the mode table (convert.modes); this module only measures and compares.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from edgecap.convert.calibration import record_decoding
+from edgecap.convert.calibration import record_decoding, row_logits
 from edgecap.convert.modes import Thresholds
 from edgecap.convert.sources import ImageStudy
+from edgecap.progress import counted
 from edgecap.runtime.bundle import Bundle
 from edgecap.runtime.captioner import ReportModel
-from edgecap.runtime.decoding import SpecialIds, StepModel, decode, log_softmax
+from edgecap.runtime.decoding import SpecialIds, decode, log_softmax, stepper
 from edgecap.runtime.study import encode_views, fuse_views, prepare_views
 
 BEAMS = (1, 3)
@@ -62,25 +66,31 @@ def tie_gap(
     return score(got_seq) - score(ref_seq)
 
 
-def _teacher_forced(reference: StepModel, features, mask, special: SpecialIds, seq: list[int]) -> np.ndarray:
-    """Keras log-probabilities (len(seq), V) at every position of seq, fed <bos> + seq[:-1]."""
-    h = np.zeros((1, reference.hidden_size), np.float32)
-    c = np.zeros_like(h)
+def _teacher_forced(reference, features, mask, special: SpecialIds, seq: list[int]) -> np.ndarray:
+    """Log-probabilities (len(seq), V) of a decoder of either kind at every position of seq, fed <bos> + seq[:-1]."""
+    run = stepper(reference)
+    state = run.start()
     out = []
     for tok in [special.bos] + seq[:-1]:
-        logits, h, c, _ = reference.step(np.array([tok], np.int32), h, c, features, mask)
+        logits, state, _ = run.advance(np.array([tok], np.int32), state, features, mask)
         out.append(log_softmax(np.asarray(logits[0], np.float64)))
     return np.stack(out)
 
 
 def verify(
-    bundle: Bundle, reference: ReportModel, studies: list[ImageStudy], thresholds: Thresholds, seed: int = 0
+    bundle: Bundle,
+    reference: ReportModel,
+    studies: list[ImageStudy],
+    thresholds: Thresholds,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """-> the manifest's "verification" object (see module docstring); result["passed"] says it all."""
+    """-> the manifest's "verification" object (see module docstring); result["passed"] says it all.
+    `log`: progress (edgecap.progress counts: studies encoded, Keras reports, bundle reports per decode)."""
     views_n = bundle.max_views
     enc_err = enc_ref = enc_rel = 0.0
     fused_k, fused_b, images = [], [], 0
-    for st in studies:
+    for st in counted(log, studies, "verifying: studies encoded by both models"):
         prepared = prepare_views(bundle, st.views)  # the device's preprocessing, once for both models
         views_k, views_b = encode_views(reference.encode, prepared), encode_views(bundle.encode, prepared)
         for fk, fb in zip(views_k, views_b):  # (P, D) each, or None for a missing view
@@ -93,13 +103,14 @@ def verify(
         fused_k.append(fuse_views(views_k, views_n))
         fused_b.append(fuse_views(views_b, views_n))
 
-    steps, ref_ids = record_decoding(reference, fused_k, bundle.special, bundle.max_len, BEAMS)
+    steps, ref_ids = record_decoding(
+        reference, fused_k, bundle.special, bundle.max_len, BEAMS, log=log, what="verifying: Keras reports"
+    )
     rows = steps.subset(MAX_STEP_ROWS, seed)
     step_err = step_ref = 0.0
     top1 = 0
     for i in range(len(rows)):
-        r = rows.row(i)
-        logits = bundle.step(r["token"], r["h"], r["c"], r["features"][0], r["mask"][0])[0][0]
+        logits = row_logits(bundle, rows.row(i))
         step_err = max(step_err, float(np.abs(logits - rows.logits[i]).max()))
         step_ref = max(step_ref, float(np.abs(rows.logits[i]).max()))
         top1 += int(np.argmax(logits) == np.argmax(rows.logits[i]))
@@ -109,7 +120,8 @@ def verify(
     reports, decoder_only, differences = {}, {}, []
     for b in BEAMS:
         same = ties = same_dec = 0
-        for st, (fb, mb), (fk, mk), ids in zip(studies, fused_b, fused_k, ref_ids):
+        decoded = zip(studies, fused_b, fused_k, ref_ids)
+        for st, (fb, mb), (fk, mk), ids in counted(log, decoded, f"verifying: bundle reports, {beam_key(b)}", n):
             got = decode(bundle, fb, mb, bundle.special, bundle.max_len, beam=b).ids
             same_dec += decode(bundle, fk, mk, bundle.special, bundle.max_len, beam=b).ids == ids[b]
             if got == ids[b]:

@@ -307,13 +307,22 @@ class NLGScorer:
         if self._meteor is not None:
             self._meteor.close()
 
-    def score(self, references: Texts, hypotheses: Texts) -> dict[str, float | str]:
-        """Scores of `hypotheses` against `references` (one reference each); see the module docstring."""
+    def score(self, references: Texts, hypotheses: Texts, *, readable: bool = False) -> dict[str, float | str]:
+        """Scores of `hypotheses` against `references` (one reference each); see the module docstring.
+
+        readable=False (the default) scores the texts as given: cleaned with the anonymisation mark kept
+        (config text.xxxx = "keep"), the R2Gen-comparable figure. readable=True first applies
+        runtime.text.readable_tokens to both sides (the text people read: the mark dropped or "[redacted]");
+        the pipeline name then ends in "+readable". Never set the two figures side by side unnamed."""
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
 
         ids, refs, hyps = _pairs(references, hypotheses)
+        if readable:
+            from edgecap.runtime.text import readable_tokens
+
+            refs, hyps = ([" ".join(readable_tokens(t.split())) for t in side] for side in (refs, hyps))
         with self._lock:
             if self._closed or (self._meteor is not None and self._meteor.closed):
                 raise RuntimeError("this NLGScorer is closed (a failed METEOR call also closes it)")
@@ -339,12 +348,12 @@ class NLGScorer:
                 out["meteor"] = self._meteor.score(gts, res)
             out["rouge_l"] = float(rouge)
             out["cider"] = float(cider)
-            out["pipeline"] = self.pipeline
+            out["pipeline"] = self.pipeline + ("+readable" if readable else "")
             return out
 
 
 def nlg_scores(
-    references: Texts, hypotheses: Texts, *, tokenize: bool = True, meteor: bool = True
+    references: Texts, hypotheses: Texts, *, tokenize: bool = True, meteor: bool = True, readable: bool = False
 ) -> dict[str, float | str]:
     """One-shot scores: keys bleu1..bleu4, meteor (only when meteor=True), rouge_l, cider, pipeline.
 
@@ -354,4 +363,4 @@ def nlg_scores(
     systems, use `NLGScorer` (one METEOR JVM start instead of one per call).
     """
     with NLGScorer(tokenize=tokenize, meteor=meteor) as scorer:
-        return scorer.score(references, hypotheses)
+        return scorer.score(references, hypotheses, readable=readable)

@@ -15,13 +15,17 @@ its manifest) is refused. Then each model's signature is checked against the ten
 a fixed number of rows (the manifest's decoder.step_batch, 3 by default: a whole beam-3 step in one
 interpreter call; 1 in older bundles); `step` pads a smaller batch and splits a larger one. The shared
 features and mask are copied in once per report.
+
+A manifest whose decoder.kind is "sequence" (a user's Keras captioner, convert.keras_import) loads as a
+`SequenceBundle`: runtime.decoding.SequenceModel instead of StepModel (padded prefixes + the image's feature
+vector -> logits; no state, no attention), the same encoder, checks and step_batch padding.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +51,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 class Bundle:
-    """Encoder + decoder step + vocabulary of one bundle folder."""
+    """Encoder + decoder step + vocabulary of one bundle folder (a recurrent decoder; SequenceBundle below)."""
+
+    decoder_kind = "recurrent"
+    has_attention = True  # the decoder step returns attention weights over the image positions
 
     def __init__(
         self, path: Path, manifest: Manifest, vocab: Vocabulary, encoder: SignatureModel, decoder: SignatureModel
@@ -55,8 +62,12 @@ class Bundle:
         self.path, self.manifest, self.vocab = path, manifest, vocab
         self.special = SpecialIds.from_vocab(vocab)
         i, d = manifest.input, manifest.decoder
-        self.image_size, self.mean, self.std, self.max_views = i.size, i.mean, i.std, i.max_views
-        self.max_len, self.hidden_size = d.max_len, d.hidden_size
+        self.image_size, self.max_views = i.size, i.max_views
+        self.mean: Any = i.mean  # a float, or a (3,) array for a per-channel normalization (below)
+        self.std: Any = i.std
+        self.max_len, self.hidden_size = d.max_len, d.hidden_size or 0
+        if i.channel_mean is not None and i.channel_std is not None:  # a Keras application's per-channel mode
+            self.mean, self.std = np.array(i.channel_mean, np.float32), np.array(i.channel_std, np.float32)
         self.positions, self.feature_dim, self.vocab_size = d.positions_per_view, d.feature_dim, d.vocab_size
         self.interpreter_name = encoder.package
         self.view_order = i.view_order  # slot names of the views (runtime.captioner.ReportModel)
@@ -68,19 +79,23 @@ class Bundle:
             "edgecap_version": manifest.edgecap_version,
         }
         self.encoder, self.decoder = encoder, decoder
-        enc, dec = manifest.files["encoder"], manifest.files["decoder_step"]
+        enc = manifest.files["encoder"]
         self._image = encoder.index(enc.inputs["image"].name)
         self._features_out = encoder.index(enc.outputs["features"].name, output=True)
-        self._token, self._h, self._c, self._feats, self._mask = (
-            decoder.index(dec.inputs[r].name) for r in ("token", "h", "c", "features", "mask")
-        )
-        self._logits, self._h_out, self._c_out, self._att = (
-            decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention")
-        )
         self._bound: tuple = (None, None)  # the (features, mask) objects last copied into the decoder
         # rows of one decoder call (B); the features and mask inputs are always one study's: (1, N, D), (1, N)
         self.step_batch = d.step_batch
         self._pad_buffers: tuple | None = None
+        self._bind_decoder(manifest.files["decoder_step"])
+
+    def _bind_decoder(self, dec: ModelFile) -> None:
+        """The decoder step's tensor indexes, by role (manifest.ROLES)."""
+        self._token, self._h, self._c, self._feats, self._mask = (
+            self.decoder.index(dec.inputs[r].name) for r in ("token", "h", "c", "features", "mask")
+        )
+        self._logits, self._h_out, self._c_out, self._att = (
+            self.decoder.index(dec.outputs[r].name, output=True) for r in ("logits", "h", "c", "attention")
+        )
 
     # ---- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -118,7 +133,8 @@ class Bundle:
             _check_signature(root / f.path, f, model)
             _check_shapes(root / f.path, manifest, part, model)
             models.append(model)
-        return cls(root, manifest, vocab, *models)
+        kind = SequenceBundle if manifest.decoder.kind == "sequence" else Bundle
+        return kind(root, manifest, vocab, *models)
 
     # ---- inference ---------------------------------------------------------------------------------
     def encode(self, prepared: np.ndarray) -> np.ndarray:
@@ -177,7 +193,45 @@ class Bundle:
             self.decoder.set_tensor(index, buf)
 
     def __repr__(self) -> str:
-        return f"Bundle({str(self.path)!r}, mode={self.manifest.mode!r}, interpreter={self.interpreter_name!r})"
+        name = type(self).__name__
+        return f"{name}({str(self.path)!r}, mode={self.manifest.mode!r}, interpreter={self.interpreter_name!r})"
+
+
+class SequenceBundle(Bundle):
+    """A bundle whose decoder reads the padded prefix (manifest decoder.kind "sequence"):
+    runtime.decoding.SequenceModel. Its encoder gives one feature vector per image: (1, D)."""
+
+    decoder_kind = "sequence"
+    has_attention = False
+
+    def _bind_decoder(self, dec: ModelFile) -> None:
+        d = self.manifest.decoder
+        self.sequence_length, self.padding = d.sequence_length or 0, d.padding or "pre"
+        self._sequence, self._vector = (self.decoder.index(dec.inputs[r].name) for r in ("sequence", "features"))
+        self._sequence_dtype = np.dtype(dec.inputs["sequence"].dtype)  # the Keras model's: float32 or int32
+        self._logits = self.decoder.index(dec.outputs["logits"].name, output=True)
+
+    def step(self, tokens, h, c, features, mask):
+        raise TypeError(f"{self.path}: a sequence decoder has no recurrent step; decode with runtime.decoding")
+
+    def predict_next(self, prefixes: np.ndarray, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """runtime.decoding.SequenceModel: prefixes (B, L) int padded with 0, features (1, D) (N = 1 position),
+        mask (1,) -> logits (B, V). A batch other than step_batch is padded with its last row or split."""
+        rows, b = self.step_batch, len(prefixes)
+        if b > rows:
+            return np.concatenate(
+                [self.predict_next(prefixes[i : i + rows], features, mask) for i in range(0, b, rows)]
+            )
+        if features is not self._bound[0]:  # the same vector on every row, every step of a report: set once
+            vector = np.ascontiguousarray(np.broadcast_to(features[:1], (rows, features.shape[1])), np.float32)
+            self.decoder.set_tensor(self._vector, vector)
+            self._bound = (features, mask)
+        padded = np.empty((rows, self.sequence_length), self._sequence_dtype)
+        padded[:b] = prefixes
+        padded[b:] = prefixes[b - 1]
+        self.decoder.set_tensor(self._sequence, padded)
+        self.decoder.invoke()
+        return self.decoder.get_tensor(self._logits)[:b]
 
 
 def check_files(root: str | Path, trust: TrustStore | str | Path | None = None) -> Manifest:
@@ -246,6 +300,8 @@ _SHAPE_FIELDS = {
     "mask": "decoder.attention_positions",
     "logits": "decoder.step_batch, decoder.vocab_size",
     "attention": "decoder.step_batch, decoder.attention_positions",
+    "sequence": "decoder.step_batch, decoder.sequence_length",
+    "sequence.decoder_step.features": "decoder.step_batch, decoder.feature_dim",
 }
 
 
@@ -258,7 +314,9 @@ def _check_shapes(path: Path, manifest: Manifest, part: str, model: SignatureMod
         for role, want in shapes.items():
             got = tuple(actual[specs[role].name]["shape"])  # present: _check_signature ran first
             if got != want:
-                raise BundleError(
-                    f"{path}: {kind[:-1]} {role!r} is {got}, but the manifest's "
-                    f"{_SHAPE_FIELDS.get(role) or _SHAPE_FIELDS[f'{part}.{role}']} imply {want}"
+                fields = (
+                    _SHAPE_FIELDS.get(f"{manifest.decoder.kind}.{part}.{role}")
+                    or _SHAPE_FIELDS.get(role)
+                    or _SHAPE_FIELDS[f"{part}.{role}"]
                 )
+                raise BundleError(f"{path}: {kind[:-1]} {role!r} is {got}, but the manifest's {fields} imply {want}")

@@ -11,7 +11,10 @@ Then runtime.study.fuse_views -> runtime.decoding.decode over model.step -> voca
 the rule-based labeler on the generated text -> Report. Each stage is timed.
 
 The model is a `ReportModel`: a TFLite bundle (runtime.bundle.Bundle), or the Keras model of a run
-(training.keras_step.KerasBundle: the reference, through the very same flow).
+(training.keras_step.KerasBundle: the reference, through the very same flow). Its decoder is recurrent (a
+StepModel) or reads the padded prefix (a SequenceModel: runtime.bundle.SequenceBundle, or a user's Keras
+captioner behind training.keras_sequence.KerasSequence); such a model has no attention (has_attention False):
+its reports carry an empty (T, 0) attention and no attention_layout, and every output form leaves both out.
 
 An input that fails a sanity check (runtime.sanity.FLAG_CODES: not a chest X-ray, or too small to read) is
 still decoded, but the report is `flagged`, its warnings say why, and every output form withholds the text
@@ -47,6 +50,7 @@ class ReportModel(StepModel, ImageEncoder, Protocol):
     positions: int  # P: attention positions per view
     view_order: tuple[str, ...]  # slot names of the views, frontal first
     info: dict[str, Any]  # path, mode, interpreter, notice, edgecap_version: Report.bundle
+    # also: decoder_kind ("recurrent" when absent) and has_attention (True when absent)
 
 
 class CaptionError(ValueError):
@@ -84,11 +88,12 @@ class Captioner:
         self.bundle_info = dict(bundle.info)
         p = bundle.positions
         grid = math.isqrt(p)
-        self.attention_layout = {
-            "views": list(bundle.view_order),
-            "positions_per_view": p,
-            "grid": grid if grid * grid == p else None,
-        }
+        self.has_attention = bool(getattr(bundle, "has_attention", True))
+        self.attention_layout = (
+            {"views": list(bundle.view_order), "positions_per_view": p, "grid": grid if grid * grid == p else None}
+            if self.has_attention
+            else {}
+        )
 
     @classmethod
     def from_bundle(
@@ -177,7 +182,9 @@ class Captioner:
         return Report(
             text=text,
             tokens=b.vocab.decode(decoded.ids),
-            attention=decoded.attention,
+            attention=decoded.attention
+            if decoded.attention is not None
+            else np.zeros((len(decoded.ids), 0), np.float32),
             findings=findings,
             timings=t,
             warnings=warnings,

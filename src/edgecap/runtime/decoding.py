@@ -3,8 +3,18 @@
 Both the Keras reference (training.keras_step.KerasBundle) and every TFLite bundle (runtime.bundle) implement
 `StepModel`, so any difference between their reports comes from conversion alone, never from two loops.
 
+Two kinds of decoder run through the loop (the manifest's decoder.kind):
+
+    recurrent   StepModel: token + LSTM state (h, c) + image memory -> logits, new state, attention
+    sequence    SequenceModel: the padded prefix (<bos> + tokens so far) + the image's feature vector -> logits,
+                no state and no attention (the "merge" / "inject" captioners of Keras notebooks, which call
+                model.predict on the padded partial sequence)
+
+The loop sees neither: `stepper(model)` wraps each in a `Stepper` whose per-row state is opaque ((h, c), or the
+prefix) and which beam search reorders by row; attention is None for a decoder without it.
+
 Shapes: N = attention positions (views x grid x grid), D = feature size, H = LSTM size, V = vocabulary,
-B = beams decoded together.
+B = beams decoded together, L = a sequence decoder's prefix length.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -30,6 +40,90 @@ class StepModel(Protocol):
         ...
 
 
+class SequenceModel(Protocol):
+    """A sequence-input decoder: padded prefixes + the image's feature vector -> next-token logits."""
+
+    decoder_kind: Literal["sequence"]
+    sequence_length: int  # L: prefix length the model reads
+    padding: str  # "pre" (Keras pad_sequences' default: the prefix at the end) or "post"
+
+    def predict_next(self, prefixes: np.ndarray, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """prefixes (B, L) int32 padded with 0, features (N, D), mask (N,) -> logits (B, V)."""
+        ...
+
+
+class Stepper(Protocol):
+    """What the decode loop runs: a decoder behind an opaque per-row state."""
+
+    def start(self) -> Any:
+        """The state of one row before <bos>."""
+        ...
+
+    def advance(
+        self, tokens: np.ndarray, state: Any, features: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """tokens (B,) int32, each row's state -> logits (B, V), the new state, attention (B, N) or None."""
+        ...
+
+    def select(self, state: Any, rows: np.ndarray) -> Any:
+        """The state of the given rows, in that order (beam search keeps, drops and copies hypotheses)."""
+        ...
+
+
+class RecurrentStepper:
+    """A StepModel: the state is (h, c), each (B, H)."""
+
+    def __init__(self, model: StepModel):
+        self.model = model
+
+    def start(self) -> tuple[np.ndarray, np.ndarray]:
+        h = np.zeros((1, self.model.hidden_size), np.float32)
+        return h, np.zeros_like(h)
+
+    def advance(self, tokens, state, features, mask):
+        logits, h, c, att = self.model.step(tokens, state[0], state[1], features, mask)
+        return logits, (h, c), att
+
+    def select(self, state, rows):
+        return state[0][rows], state[1][rows]
+
+
+class SequenceStepper:
+    """A SequenceModel: the state is the tokens so far, (B, t) int32 (<bos> first); each call pads them to
+    (B, L) with 0 (Keras pad_sequences' value; a Tokenizer never assigns id 0) on the model's side."""
+
+    def __init__(self, model: SequenceModel):
+        self.model = model
+        self.length, self.pre = model.sequence_length, model.padding == "pre"
+
+    def start(self) -> np.ndarray:
+        return np.zeros((1, 0), np.int32)
+
+    def advance(self, tokens, state, features, mask):
+        seq = np.concatenate([state, np.asarray(tokens, np.int32)[:, None]], axis=1)  # (B, t + 1)
+        t = seq.shape[1]
+        if t > self.length:
+            raise ValueError(f"a prefix of {t} tokens does not fit the decoder's sequence length {self.length}")
+        padded = np.zeros((len(seq), self.length), np.int32)
+        if self.pre:
+            padded[:, self.length - t :] = seq
+        else:
+            padded[:, :t] = seq
+        return self.model.predict_next(padded, features, mask), seq, None
+
+    def select(self, state, rows):
+        return state[rows]
+
+
+def stepper(model: StepModel | SequenceModel | Stepper) -> Stepper:
+    """The Stepper of a model: by its decoder_kind ("recurrent" when it has none); a Stepper as it is."""
+    if hasattr(model, "advance") and hasattr(model, "select"):
+        return model  # type: ignore[return-value]
+    if getattr(model, "decoder_kind", "recurrent") == "sequence":
+        return SequenceStepper(model)  # type: ignore[arg-type]
+    return RecurrentStepper(model)  # type: ignore[arg-type]
+
+
 # The default beam everywhere (caption, app, API, evaluate, bench, conversion verification): R2Gen's beam 3 with
 # trigram blocking, the IU X-Ray convention. A bundle's decoder step advances this many rows per call.
 DEFAULT_BEAM = 3
@@ -41,7 +135,7 @@ MAX_BEAM = 5
 @dataclass
 class Decoded:
     ids: list[int]  # generated token ids, without <bos> and <eos>
-    attention: np.ndarray  # (len(ids), N): the attention weights that produced each token
+    attention: np.ndarray | None  # (len(ids), N): the attention weights that produced each token; None: none
     logprob: float  # sum of log-probabilities of ids and the closing <eos>
     steps: int  # decoder step calls (batch rows counted once per call)
     finished: bool = True  # False when max_len was reached before <eos>
@@ -72,17 +166,20 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: SpecialIds, max_len: int) -> Decoded:
-    """Most likely token at each step until <eos> or max_len tokens."""
-    h = np.zeros((1, model.hidden_size), np.float32)
-    c = np.zeros_like(h)
+def greedy(model, features: np.ndarray, mask: np.ndarray, special: SpecialIds, max_len: int) -> Decoded:
+    """Most likely token at each step until <eos> or max_len tokens. model: a StepModel, SequenceModel or
+    Stepper."""
+    run = stepper(model)
+    state = run.start()
     token = np.array([special.bos], np.int32)
     ids: list[int] = []
     atts: list[np.ndarray] = []
+    with_attention = True
     logprob = 0.0
     banned = list(special.banned)
     for t in range(max_len + 1):
-        logits, h, c, att = model.step(token, h, c, features, mask)
+        logits, state, att = run.advance(token, state, features, mask)
+        with_attention = with_attention and att is not None
         logits = np.array(logits[0], np.float64)
         logits[banned] = -np.inf
         if t == max_len:  # out of room: only <eos> may follow
@@ -90,15 +187,16 @@ def greedy(model: StepModel, features: np.ndarray, mask: np.ndarray, special: Sp
         nxt = int(np.argmax(logits))
         logprob += float(log_softmax(logits)[nxt])
         if nxt == special.eos:
-            return Decoded(ids, _stack(atts, mask), logprob, t + 1)
+            return Decoded(ids, _stack(atts, mask) if with_attention else None, logprob, t + 1)
         ids.append(nxt)
-        atts.append(att[0])
+        if att is not None:
+            atts.append(att[0])
         token = np.array([nxt], np.int32)
-    return Decoded(ids, _stack(atts, mask), logprob, max_len + 1, finished=False)
+    return Decoded(ids, _stack(atts, mask) if with_attention else None, logprob, max_len + 1, finished=False)
 
 
 def beam_search(
-    model: StepModel,
+    model,
     features: np.ndarray,
     mask: np.ndarray,
     special: SpecialIds,
@@ -109,10 +207,10 @@ def beam_search(
     """Beam search (sum of log-probabilities, no length penalty) with trigram blocking: a token that would
     repeat a trigram already in the hypothesis is not allowed (R2Gen), except trigrams that contain the
     sentence separator: radiology reports legitimately open several sentences the same way (". there is").
-    beam=1 equals greedy when blocking does not trigger."""
+    beam=1 equals greedy when blocking does not trigger. model: a StepModel, SequenceModel or Stepper."""
     if beam < 1:
         raise ValueError("beam must be >= 1")
-    hsz = model.hidden_size
+    run = stepper(model)
     # Live hypotheses as parallel lists. Per step the arithmetic is vectorised over (B, V) once; the Python
     # loop touches only the 2 x beam best candidates, and trigram blocking looks up a per-hypothesis map
     # (first two tokens of each trigram -> third tokens) instead of rescanning the sequence. `edgecap bench`
@@ -121,15 +219,16 @@ def beam_search(
     seqs: list[list[int]] = [[]]
     atts: list[list[np.ndarray]] = [[]]
     grams: list[dict[tuple[int, int], frozenset]] = [{}]
-    h = np.zeros((1, hsz), np.float32)
-    c = np.zeros_like(h)
+    state = run.start()
+    with_attention = True
     finished: list[tuple[float, list[int], list[np.ndarray]]] = []
     banned = list(special.banned)
     eos, sep, k = special.eos, special.sep, 2 * beam
     steps = 0
     tokens = np.array([special.bos], np.int32)
     for t in range(max_len + 1):
-        logits, h, c, att = model.step(tokens, h, c, features, mask)
+        logits, state, att = run.advance(tokens, state, features, mask)
+        with_attention = with_attention and att is not None
         steps += 1
         cand = log_softmax(logits) + scores  # (B, V) float64: hypothesis score + log-probability of each token
         cand[:, banned] = -np.inf
@@ -157,7 +256,7 @@ def beam_search(
             new_rows.append(b)
             new_scores.append(score)
             new_seqs.append(s + [tok])
-            new_atts.append(atts[b] + [att[b]])
+            new_atts.append(atts[b] + [att[b]] if att is not None else atts[b])
             g = grams[b]
             if block_trigrams and len(s) >= 2 and tok != sep and sep not in (s[-2], s[-1]):
                 g = dict(g)  # copy-on-write: sibling hypotheses share their parent's map
@@ -170,13 +269,14 @@ def beam_search(
             break
         scores, seqs, atts, grams = np.array(new_scores)[:, None], new_seqs, new_atts, new_grams
         if new_rows != list(range(len(seqs))):
-            rows = np.array(new_rows)
-            h, c = h[rows], c[rows]
+            state = run.select(state, np.array(new_rows))
         tokens = np.array([s[-1] for s in seqs], np.int32)
     if finished:
         score, ids, a = max(finished, key=lambda f: f[0])
-        return Decoded(ids, _stack(a, mask), score, steps)
-    return Decoded(seqs[0], _stack(atts[0], mask), float(scores[0, 0]), steps, finished=False)
+        return Decoded(ids, _stack(a, mask) if with_attention else None, score, steps)
+    return Decoded(
+        seqs[0], _stack(atts[0], mask) if with_attention else None, float(scores[0, 0]), steps, finished=False
+    )
 
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -204,7 +304,7 @@ def _stack(atts: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
     return np.stack(atts).astype(np.float32) if atts else np.zeros((0, len(mask)), np.float32)
 
 
-def decode(model: StepModel, features, mask, special: SpecialIds, max_len: int, beam: int = DEFAULT_BEAM) -> Decoded:
+def decode(model, features, mask, special: SpecialIds, max_len: int, beam: int = DEFAULT_BEAM) -> Decoded:
     """beam == 1: greedy; beam > 1: beam search with trigram blocking."""
     if beam == 1:
         return greedy(model, features, mask, special, max_len)

@@ -11,6 +11,10 @@ Speed: a SignatureRunner call resizes and re-allocates every input on every call
 steps per report (x beams), so `SignatureModel` resolves each signature name to its tensor index once and
 then calls set_tensor / invoke / get_tensor directly (measured on the tiny step model: see
 tests/test_bundle_runtime.py::test_step_overhead).
+
+Quiet: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ when a process's first
+interpreter allocates its tensors, with no setting to turn it off; `load` runs creation and allocation inside
+runtime.native_logs.native_stderr (~0.1 ms), which drops that line and shows any other (an error).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from edgecap.runtime.native_logs import native_stderr
 
 
 class InterpreterUnavailable(ImportError):
@@ -83,11 +89,23 @@ class SignatureModel:
 
     @classmethod
     def load(cls, model: str | Path | bytes, num_threads: int | None = None) -> "SignatureModel":
-        """A .tflite path or its bytes -> SignatureModel on the first available interpreter."""
+        """A .tflite path or its bytes -> SignatureModel on the first available interpreter (its info lines off)."""
         interp_cls, package = interpreter_class()
-        if isinstance(model, (bytes, bytearray)):
-            return cls(interp_cls(model_content=bytes(model), num_threads=num_threads), package)
-        return cls(interp_cls(model_path=str(model), num_threads=num_threads), package)
+        source: dict[str, str | bytes] = (
+            {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+        )
+        with native_stderr():
+            try:
+                return cls(interp_cls(**source, num_threads=num_threads), package)
+            except RuntimeError as e:
+                if package != "ai-edge-litert" or "XNNPACK" not in str(e):
+                    raise
+            # XNNPACK refuses to prepare some int8 graphs that LiteRT's own kernels run (an int8 decoder step
+            # with an unrolled Keras LSTM, convert.keras_import): the same file without the default delegate
+            from ai_edge_litert.interpreter import OpResolverType
+
+            plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            return cls(interp_cls(**source, num_threads=num_threads, experimental_op_resolver_type=plain), package)
 
     def index(self, name: str, output: bool = False) -> int:
         """Tensor index of a signature input (or output) name."""

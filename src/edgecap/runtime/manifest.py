@@ -9,6 +9,12 @@ V vocabulary, B = decoder.step_batch rows per decoder call)
                                    -> logits (B, V), h_out, c_out (B, H), attention (B, N)
     vocab.json                     runtime.vocab.Vocabulary
 
+A decoder of kind "sequence" (decoder.kind; a Keras captioner brought by its user, convert.keras_import) reads
+the whole padded prefix instead of carrying a state, and has no attention (L = decoder.sequence_length):
+
+    encoder_<suffix>.tflite        image (1, S, S, 3) float32 -> features (1, 1, D): one pooled vector
+    decoder_step_<suffix>.tflite   sequence (B, L) (the model's dtype), features (B, D) -> logits (B, V)
+
 The manifest's fields and who reads them:
 
     format, edgecap_version, created   Manifest.load refuses another format id; the rest is shown in reports
@@ -20,13 +26,19 @@ The manifest's fields and who reads them:
                                        against the loaded model); ops, op_versions and min_runtime for people
     vocab                              runtime.bundle: vocab.json's name, sha256 and size
     input                              image size, mean, std (runtime.preprocess), max_views and view_order
-                                       (runtime.study.fuse_views, the report's attention layout)
+                                       (runtime.study.fuse_views, the report's attention layout); optional:
+                                       normalization (the name: "caffe", "torch", "tf", "raw" for a Keras
+                                       application's encoder) with channel_mean, channel_std (3 values each, the
+                                       model's channel order; they replace mean and std)
     decoder                            max_len, hidden_size, positions_per_view, feature_dim, vocab_size,
                                        attention_positions (= max_views * positions_per_view) and step_batch
-                                       (B above; runtime.bundle.Bundle.step pads or splits other batches)
+                                       (B above; runtime.bundle.Bundle.step pads or splits other batches);
+                                       kind ("recurrent" when absent, or "sequence": then sequence_length L
+                                       and padding "pre" / "post" of the prefix, and no hidden_size)
     special                            pad, bos, eos, unk, sep ids (runtime.vocab.Vocabulary.special_ids);
                                        runtime.bundle checks them against vocab.json
-    runtime                            which interpreters load the files (tflite_runtime_2_14, oldest, ...)
+    runtime                            which interpreters load the files (tflite_runtime_2_14: on x86_64,
+                                       tflite_runtime_2_14_aarch64, oldest, ...)
     source                             the run: path, config_hash, config, weights, weights_sha256 (the bench
                                        and `bundle compare` match a bundle to its reference run with them)
     calibration, verification          reports of how edgecap.convert made and checked the bundle; a runtime
@@ -44,7 +56,10 @@ loaded models (`Manifest.tensor_shapes`). Any failure is one ManifestError line 
 
 Compatibility: readers accept any "edgecap-bundle/1" manifest and ignore keys they do not know; a change
 that an old reader would misread gets a new format id. A manifest written before decoder.step_batch existed
-gets it from the decoder step's token input shape (B), which is what that field records.
+gets it from the decoder step's token input shape (B), which is what that field records. The optional keys
+(decoder.kind, sequence_length, padding; input.normalization, channel_mean, channel_std) are written only
+when they say something: a recurrent bundle's manifest is the same as before they existed. An older reader
+refuses a sequence bundle (its decoder step lacks the token, h and c tensors) rather than misreading it.
 """
 
 from __future__ import annotations
@@ -62,10 +77,21 @@ FORMAT: Final = "edgecap-bundle/1"
 DEFAULT_NOTICE = "demonstration model, not validated for clinical use"
 MANIFEST_NAME = "manifest.json"
 PARTS = ("encoder", "decoder_step")
-# tensor roles each part must expose (role -> signature tensor name is stored per file)
-ROLES = {
+DECODER_KINDS = ("recurrent", "sequence")
+# tensor roles each part must expose (role -> signature tensor name is stored per file), per decoder kind
+Roles = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+ROLES: Roles = {
     "encoder": (("image",), ("features",)),
     "decoder_step": (("token", "h", "c", "features", "mask"), ("logits", "h", "c", "attention")),
+}
+SEQUENCE_ROLES: Roles = {
+    "encoder": (("image",), ("features",)),
+    "decoder_step": (("sequence", "features"), ("logits",)),
+}
+# keys written only when they differ from these (Manifest.to_json): older manifests round-trip unchanged
+_QUIET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "decoder": {"kind": "recurrent", "sequence_length": None, "padding": None, "hidden_size": None},
+    "input": {"normalization": None, "channel_mean": None, "channel_std": None},
 }
 # Reports of the edge model run ~60-100 tokens (the training config's text.max_len, 60 in the default bundle);
 # the decode loop runs up to max_len steps, so a bound stops a manifest from asking for a runaway loop.
@@ -111,17 +137,27 @@ class InputSpec:
     resize: str  # how any image becomes S x S
     max_views: Positive  # views fused for attention (runtime.study.fuse_views)
     view_order: tuple[str, ...]  # slot order of the views, max_views names
+    normalization: str | None = None  # the name of a per-channel normalization (a Keras application's mode)
+    channel_mean: tuple[float, float, float] | None = None  # replaces mean per channel: (255 * gray - m_c) / s_c
+    channel_std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=_STRICT, kw_only=True)
 class DecoderSpec:
     max_len: Annotated[int, Field(ge=1, le=MAX_LEN_LIMIT)]  # tokens per report, without <bos>/<eos>
-    hidden_size: Positive  # H
+    hidden_size: Positive | None = None  # H (recurrent only)
     positions_per_view: Positive  # P
     feature_dim: Positive  # D
     attention_positions: Positive  # N = max_views * P
     vocab_size: Positive  # V
     step_batch: Annotated[int, Field(ge=1)]  # B: rows of one decoder_step call (1 in the oldest bundles)
+    kind: Literal["recurrent", "sequence"] = "recurrent"  # DECODER_KINDS: a step with state, or a prefix reader
+    sequence_length: Annotated[int, Field(ge=2, le=MAX_LEN_LIMIT + 1)] | None = None  # L (sequence only)
+    padding: Literal["pre", "post"] | None = None  # where the prefix's padding goes (sequence only)
+
+    def roles(self) -> Roles:
+        """part -> (input roles, output roles) of this decoder kind."""
+        return SEQUENCE_ROLES if self.kind == "sequence" else ROLES
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -143,7 +179,7 @@ class Manifest:
     input: InputSpec
     decoder: DecoderSpec
     special: dict[str, int]  # pad, bos, eos, unk, sep (-1: none)
-    runtime: dict[str, Any]  # oldest interpreter that loads every file: {"tflite_runtime_2_14": bool, ...}
+    runtime: dict[str, Any]  # {"tflite_runtime_2_14": bool, "tflite_runtime_2_14_aarch64": bool, "oldest": str, ...}
     source: dict[str, Any]  # run, config_hash (Config.model_hash), config (full dict), weights, weights_sha256
     calibration: dict[str, Any] | None = None  # int8 parts only: sources, counts, augmentation, warnings
     verification: dict[str, Any] | None = None  # convert.verify: per-stage errors, identical shares, passed
@@ -156,6 +192,10 @@ class Manifest:
         d = asdict(self)
         extra = d.pop("extra")
         fmt = d.pop("format")
+        for section, quiet in _QUIET_DEFAULTS.items():
+            for key, default in quiet.items():
+                if d[section].get(key, default) == default:
+                    d[section].pop(key, None)
         return json.loads(json.dumps({"format": fmt, **d, **extra}))
 
     def save(self, folder: str | Path) -> Path:
@@ -227,7 +267,8 @@ class Manifest:
             p = PurePosixPath(path)
             if not path or p.is_absolute() or len(p.parts) != 1 or path in (".", "..") or "\\" in path:
                 raise ManifestError(f"manifest: {where}.path {path!r} must be a plain file name inside the bundle")
-        for part, (ins, outs) in ROLES.items():
+        i, dec = self.input, self.decoder
+        for part, (ins, outs) in dec.roles().items():
             f = self.files[part]
             for role in ins:
                 if role not in f.inputs:
@@ -235,17 +276,20 @@ class Manifest:
             for role in outs:
                 if role not in f.outputs:
                     raise ManifestError(f"manifest: files.{part}.outputs lacks {role!r}")
-        i, dec = self.input, self.decoder
         if len(i.view_order) != i.max_views:
             raise ManifestError(
                 f"manifest: input.view_order names {len(i.view_order)} views, max_views is {i.max_views}"
             )
         if dec.attention_positions != i.max_views * dec.positions_per_view:
             raise ManifestError("manifest: decoder.attention_positions != input.max_views * positions_per_view")
-        token = self.files["decoder_step"].inputs["token"].shape
+        self._validate_kind()
+        if (i.channel_mean is None) != (i.channel_std is None) or len(i.channel_std or (1, 1, 1)) != 3:
+            raise ManifestError("manifest: input.channel_mean and channel_std go together, 3 values each")
+        rows_role = "sequence" if dec.kind == "sequence" else "token"
+        token = self.files["decoder_step"].inputs[rows_role].shape
         if tuple(token[:1]) != (dec.step_batch,):
             raise ManifestError(
-                f"manifest: decoder.step_batch {dec.step_batch} != the decoder step's token rows {tuple(token)}"
+                f"manifest: decoder.step_batch {dec.step_batch} != the decoder step's {rows_role} rows {tuple(token)}"
             )
         for key in ("pad", "bos", "eos", "unk"):
             if not 0 <= self.special.get(key, -1) < dec.vocab_size:
@@ -255,16 +299,46 @@ class Manifest:
         if not self.notice.strip():
             raise ManifestError("manifest: notice is empty")
 
+    def _validate_kind(self) -> None:
+        """The fields each decoder kind needs, and none it cannot use."""
+        i, dec = self.input, self.decoder
+        if dec.kind == "recurrent":
+            if dec.hidden_size is None:
+                raise ManifestError("manifest: decoder lacks hidden_size (a recurrent decoder's state size)")
+            if dec.sequence_length is not None or dec.padding is not None:
+                raise ManifestError("manifest: decoder.sequence_length and padding are for kind 'sequence' only")
+            return
+        if dec.sequence_length is None or dec.padding is None:
+            raise ManifestError("manifest: a decoder of kind 'sequence' needs sequence_length and padding")
+        if dec.max_len > dec.sequence_length - 1:
+            raise ManifestError(
+                f"manifest: decoder.max_len {dec.max_len} does not fit sequence_length {dec.sequence_length} "
+                f"(<bos> + max_len tokens)"
+            )
+        if (i.max_views, dec.positions_per_view) != (1, 1):
+            raise ManifestError(
+                "manifest: a decoder of kind 'sequence' reads one feature vector: max_views 1, positions_per_view 1"
+            )
+
     def tensor_shapes(self) -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
         """part -> "inputs" / "outputs" -> role -> the shape the input and decoder fields imply (the module
         docstring's table); runtime.bundle holds each loaded model to it."""
         i, d = self.input, self.decoder
-        b, h, n = d.step_batch, d.hidden_size, d.attention_positions
+        b, h, n = d.step_batch, d.hidden_size or 0, d.attention_positions
+        encoder: dict[str, dict[str, tuple[int, ...]]] = {
+            "inputs": {"image": (1, i.size, i.size, i.channels)},
+            "outputs": {"features": (1, d.positions_per_view, d.feature_dim)},
+        }
+        if d.kind == "sequence":
+            return {
+                "encoder": encoder,
+                "decoder_step": {
+                    "inputs": {"sequence": (b, d.sequence_length or 0), "features": (b, d.feature_dim)},
+                    "outputs": {"logits": (b, d.vocab_size)},
+                },
+            }
         return {
-            "encoder": {
-                "inputs": {"image": (1, i.size, i.size, i.channels)},
-                "outputs": {"features": (1, d.positions_per_view, d.feature_dim)},
-            },
+            "encoder": encoder,
             "decoder_step": {
                 "inputs": {"token": (b,), "h": (b, h), "c": (b, h), "features": (1, n, d.feature_dim), "mask": (1, n)},
                 "outputs": {"logits": (b, d.vocab_size), "h": (b, h), "c": (b, h), "attention": (b, n)},

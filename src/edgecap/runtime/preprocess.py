@@ -132,16 +132,20 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
-def normalize(gray: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """float32 (S, S) in [0, 1] -> float32 (S, S, 3) model input."""
+def normalize(gray: np.ndarray, mean, std) -> np.ndarray:
+    """float32 (S, S) in [0, 1] -> float32 (S, S, 3) model input. mean / std: one number for all channels, or
+    three, one per channel in the model's channel order (a Keras application's mode, runtime.normalization)."""
+    if np.ndim(mean) or np.ndim(std):
+        x3 = gray[:, :, None] * np.float32(255.0)  # (S, S, 1), broadcast against the (3,) statistics
+        return ((x3 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
     x = (gray * 255.0 - mean) / std
     return np.repeat(x[:, :, None], 3, axis=2).astype(np.float32)
 
 
-def prepare(image: np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
+def prepare(image: np.ndarray, size: int, mean, std) -> np.ndarray:
     """Decoded image (any size, gray or RGB, 8/16-bit) -> float32 (size, size, 3) model input."""
     return normalize(resize_square(to_gray(image), size), mean, std)
 
 
-def load(source: str | Path | bytes | np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
+def load(source: str | Path | bytes | np.ndarray, size: int, mean, std) -> np.ndarray:
     return prepare(read_image(source), size, mean, std)

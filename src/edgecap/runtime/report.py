@@ -2,9 +2,14 @@
 
     status        "ok", or "flagged" when an input does not look like a chest X-ray or is too small to read
                   (runtime.sanity.FLAG_CODES)
-    text          the generated report, rendered by vocab.render ("The heart is normal. ..."); null in JSON
-                  when flagged: a model writes a fluent normal report for a cat photo, and an integration
+    text          the generated report as people read it: rendered by vocab.render ("The heart is normal. ..."),
+                  then runtime.text.readable_text (never the anonymisation mark "xxxx": dropped where the
+                  sentence reads whole without it, else written "[redacted]"; docs/conventions.md); null in
+                  JSON when flagged: a model writes a fluent normal report for a cat photo, and an integration
                   that stores `text` must never store that
+    demonstration JSON, top level: true when the bundle's notice marks it as a demonstration model
+                  (is_demonstration): every front end says so where it cannot be missed
+    notice        JSON, top level: the bundle's notice ("demonstration model, not validated for clinical use")
     text_withheld JSON: true when flagged and the text left out (the default); false otherwise
     flagged_text  JSON, only when flagged and the caller asked for it (`--show-flagged-text`, the API's
                   show_flagged_text): the model's text, under a name no reader of `text` takes by mistake
@@ -12,10 +17,12 @@
     warnings      [{code, message}]: the flag reasons (sanity.FLAG_CODES) and notes such as
                   dicom_multiframe or unfinished (max_len reached before <eos>)
     findings      observation -> "positive" | "negative" | "uncertain" | None (not mentioned), from the
-                  rule-based labeler (edgecap.labeler, a CheXpert proxy) run on the generated text, not on the
-                  image. Empty ({}) when flagged: software reads these labels without reading warnings, so no
-                  "No Finding: positive" is produced for a cat
-    tokens        generated tokens ("." included), without <bos>/<eos>; [] in JSON when the text is withheld
+                  rule-based labeler (edgecap.labeler, a CheXpert proxy) run on the generated text as the model
+                  wrote it (mark kept, as in the labeler's references), not on the image. Empty ({}) when
+                  flagged: software reads these labels without reading warnings, so no "No Finding: positive"
+                  is produced for a cat
+    tokens        generated tokens ("." included), without <bos>/<eos>, as the model wrote them ("xxxx" kept);
+                  [] in JSON when the text is withheld
     attention     (T, N) float32: the decoder's attention over the N = views x grid x grid image positions
                   for each token; JSON: nested lists, rounded (`attention_decimals`), left out with a
                   withheld text
@@ -31,16 +38,27 @@ Device-safe: stdlib + numpy.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
 from edgecap.runtime.sanity import FLAG_CODES
+from edgecap.runtime.text import readable_text
 
 FORMAT = "edgecap-report/1"
 ATTENTION_DECIMALS = 3  # attention weights in JSON output: caption CLI, HTTP API, the app's export and history
 LABEL_NAMES = {1: "positive", 0: "negative", -1: "uncertain", None: None}
+# A bundle notice that names the model a demonstration (runtime.manifest.DEFAULT_NOTICE, which convert writes
+# unless told otherwise) marks the bundle as one. The signed manifests already shipped carry no other mark.
+_DEMONSTRATION = re.compile(r"\bdemonstration\b", re.IGNORECASE)
+DEMONSTRATION_LINE = "DEMONSTRATION MODEL: not validated for clinical use. Do not use its reports for diagnosis."
+
+
+def is_demonstration(notice: str | None) -> bool:
+    """True when a bundle's notice (manifest `notice`, report.bundle["notice"]) marks it as a demonstration."""
+    return _DEMONSTRATION.search(notice or "") is not None
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,19 @@ class Report:
     bundle: dict[str, Any] = field(default_factory=dict)
     beam: int = 1
     finished: bool = True  # False when the decoder reached max_len before <eos>
+
+    def __post_init__(self) -> None:
+        self.text = readable_text(self.text)  # what every front end shows; the labeler read the model's text
+
+    @property
+    def notice(self) -> str:
+        """The bundle's notice ("" when the report does not say which bundle made it)."""
+        return str(self.bundle.get("notice") or "")
+
+    @property
+    def demonstration(self) -> bool:
+        """True when the bundle's notice marks it as a demonstration model (is_demonstration)."""
+        return is_demonstration(self.notice)
 
     @property
     def warning_codes(self) -> list[str]:
@@ -109,6 +140,8 @@ class Report:
         withheld = self.flagged and not show_flagged_text
         d: dict[str, Any] = {
             "format": FORMAT,
+            "demonstration": self.demonstration,
+            "notice": self.notice,
             "status": self.status,
             "text": None if self.flagged else self.text,
             "text_withheld": withheld,
@@ -119,7 +152,7 @@ class Report:
         }
         if self.flagged and show_flagged_text:
             d["flagged_text"] = self.text
-        if attention and not withheld:
+        if attention and not withheld and self.attention_layout:  # no layout: a model without attention
             att = np.asarray(self.attention, np.float64)
             if attention_decimals is not None:
                 att = np.round(att, attention_decimals)

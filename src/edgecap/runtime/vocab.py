@@ -4,6 +4,11 @@ Ids 0..3 are the specials <pad>, <bos>, <eos>, <unk>; then training tokens seen 
 times, most frequent first (ties alphabetical), so the same training text always gives the same ids.
 `special_ids()` is the one derivation of the ids the decode loop and a bundle's manifest name (the sentence
 separator "." among them, exempt from trigram blocking).
+
+A vocabulary imported from another tool keeps that tool's ids, because the model's embedding rows and output
+columns are numbered by them: `Vocabulary(tokens, special={"pad": 0, "bos": 2, "eos": 3, "unk": 1})` (a Keras
+Tokenizer's start / end words as <bos> / <eos>, runtime.tokenizer). vocab.json then records "special"; a
+vocabulary without it has the four specials first, as above.
 """
 
 from __future__ import annotations
@@ -21,17 +26,35 @@ SEP = "."  # the sentence separator token (runtime.text joins sentences with " .
 FORMAT = "edgecap-vocab/1"
 
 
+SPECIAL_KEYS = ("pad", "bos", "eos", "unk")
+
+
 class Vocabulary:
-    def __init__(self, tokens: list[str], counts: dict[str, int] | None = None, min_count: int = 1):
-        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+    def __init__(
+        self,
+        tokens: list[str],
+        counts: dict[str, int] | None = None,
+        min_count: int = 1,
+        special: dict[str, int] | None = None,
+    ):
+        """special: the ids of pad, bos, eos, unk when they are not 0..3 (an imported vocabulary; see the
+        module docstring); None: tokens start with SPECIALS."""
+        if special is None and tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
         if len(set(tokens)) != len(tokens):
             raise ValueError("vocabulary has duplicate tokens")
+        if special is not None:
+            if set(special) != set(SPECIAL_KEYS) or not all(_is_int(i) for i in special.values()):
+                raise ValueError(f"special must map {', '.join(SPECIAL_KEYS)} to integer ids")
+            if not all(0 <= i < len(tokens) for i in special.values()):
+                raise ValueError(f"special ids {special} outside the {len(tokens)} tokens")
         self.tokens = list(tokens)
         self.counts = dict(counts or {})
         self.min_count = min_count
         self.index = {t: i for i, t in enumerate(self.tokens)}
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(4)
+        self.special = dict(special) if special is not None else None
+        ids = special or dict(zip(SPECIAL_KEYS, range(len(SPECIALS))))
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (ids[k] for k in SPECIAL_KEYS)
 
     @classmethod
     def build(cls, cleaned_reports: Iterable[str], min_count: int = 3) -> Vocabulary:
@@ -77,7 +100,10 @@ class Vocabulary:
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {"format": FORMAT, "min_count": self.min_count, "tokens": self.tokens, "counts": self.counts}
+        d = {"format": FORMAT, "min_count": self.min_count, "tokens": self.tokens, "counts": self.counts}
+        if self.special is not None:
+            d["special"] = self.special
+        return d
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
@@ -101,8 +127,11 @@ class Vocabulary:
             raise ValueError(f"{path}: counts must map tokens to integers")
         if not _is_int(min_count):
             raise ValueError(f"{path}: min_count must be an integer")
+        special = d.get("special")
+        if special is not None and not isinstance(special, dict):
+            raise ValueError(f"{path}: special must map {', '.join(SPECIAL_KEYS)} to integer ids")
         try:
-            return cls(tokens, counts, min_count)
+            return cls(tokens, counts, min_count, special)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
 

@@ -36,11 +36,19 @@ class ReportOut(BaseModel):
 
     model_config = ConfigDict(extra="allow", title="Report")
     format: Literal["edgecap-report/1"]
+    demonstration: bool = Field(
+        description="True when the bundle is a demonstration model (its notice says so): not validated for "
+        "clinical use; show that next to the report wherever it is shown."
+    )
+    notice: str = Field(description="The bundle's notice, e.g. 'demonstration model, not validated for clinical use'.")
     status: Literal["ok", "flagged"] = Field(
         description='"flagged" when the input does not look like a chest X-ray or is too small to read '
         "(shorter side < 256 px): no report text then; the reasons are the warnings with a flag code."
     )
-    text: str | None = Field(description="The generated report; null when the status is flagged.")
+    text: str | None = Field(
+        description="The generated report as people read it (never the dataset's anonymisation mark 'xxxx': "
+        "dropped, or written '[redacted]' where a sentence needs the word); null when the status is flagged."
+    )
     text_withheld: bool = Field(
         description="True when flagged and the model's text left out (the default); false otherwise."
     )
@@ -70,6 +78,7 @@ class ReportOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
+    demonstration: bool = Field(description="True when the bundle is a demonstration model (see bundle.notice).")
     bundle: dict[str, str | None]
     queue: dict[str, int]
 

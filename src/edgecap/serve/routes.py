@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from edgecap import __version__
 from edgecap.runtime.decoding import DEFAULT_BEAM, MAX_BEAM
-from edgecap.runtime.report import ATTENTION_DECIMALS
+from edgecap.runtime.report import ATTENTION_DECIMALS, is_demonstration
 from edgecap.serve.guards import KeyedRoute, UploadRoute
 from edgecap.serve.image_check import check_image, image_problem
 from edgecap.serve.openapi import HealthOut, ReportOut, keyed_route_options, problem_responses
@@ -120,10 +120,19 @@ def _bundle_endpoint(manifest: dict[str, Any]) -> Callable:
 
 def _health_endpoint(bundle_info: dict[str, Any], pool: InferencePool) -> Callable:
     summary = {key: bundle_info.get(key) for key in ("mode", "interpreter", "notice", "edgecap_version")}
+    demonstration = is_demonstration(bundle_info.get("notice"))
 
     async def health() -> JSONResponse:
         """Liveness and load; no API key needed, no patient data."""
-        return JSONResponse({"status": "ok", "version": __version__, "bundle": summary, "queue": pool.stats()})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "demonstration": demonstration,
+                "bundle": summary,
+                "queue": pool.stats(),
+            }
+        )
 
     return health
 

@@ -18,9 +18,9 @@ Training unrolls the same sublayers with teacher forcing (`unroll`); conversion 
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import layers, ops
+
+from edgecap.training.tf_env import keras, layers, ops
 
 
 class AttentionLSTMDecoder(keras.layers.Layer):

@@ -30,10 +30,9 @@ import os
 import re
 from collections.abc import Mapping
 
-import keras
 import numpy as np
-from keras import layers
 
+from edgecap.training.tf_env import keras, layers
 from edgecap.training.torch_pickle import load_torch_state_dict
 
 __all__ = [

@@ -20,12 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from edgecap.runtime.decoding import SpecialIds
 from edgecap.runtime.study import VIEW_ORDER
 from edgecap.runtime.vocab import Vocabulary
 from edgecap.training.model import CaptionModel
+from edgecap.training.tf_env import tf
 
 
 class KerasBundle:

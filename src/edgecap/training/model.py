@@ -11,12 +11,11 @@ No training loop here (training.train); export builds on `encoder_model` and `st
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import layers, ops
 
 from edgecap.config import Config
 from edgecap.training.decoder import AttentionLSTMDecoder
+from edgecap.training.tf_env import keras, layers, ops
 
 
 def build_cnn(cfg: Config, load_pretrained: bool = True) -> keras.Model:

@@ -2,10 +2,18 @@
 
     python -m edgecap.cli train --data DATA --out runs/NAME --config edge
 
-One loop for every setting: a tf.distribute strategy (the default one, or MirroredStrategy for several
-GPUs / logical devices) runs the step; frozen encoders train on cached CNN maps (training.feature_cache),
+One loop for every setting: a tf.distribute strategy (the default one, MirroredStrategy for several
+GPUs / logical devices, or MultiWorkerMirroredStrategy across processes and machines through TF_CONFIG) runs
+the step; frozen encoders train on cached CNN maps (training.feature_cache),
 trainable ones on images augmented per epoch. After every epoch the run directory holds a resume point;
 running the same command again continues where it stopped.
+
+Several workers (--strategy multiworker): every worker runs the same command with its own TF_CONFIG. Each
+global batch is split by rows: worker w builds only its share (its images are the only ones it reads), so
+every example is seen once per epoch across the workers and each step sees the same global batch as one
+machine would. The chief (task 0) writes the run directory; the other workers write their checkpoints to a
+temporary directory that is deleted at the end (all workers must save, as tf.distribute requires), and
+read a resume point from the chief's run directory (shared storage on a cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from edgecap.config import Config
-from edgecap.data import iu_xray, splits
+from edgecap.data import iu_xray, rehearsal, splits
 from edgecap.runtime.text import clean_report
 from edgecap.runtime.vocab import Vocabulary
 from edgecap.training.dataset import Example, load_gray, make_examples, readable, token_arrays, view_mask
@@ -51,14 +62,64 @@ class TrainResult:
 def configure_logical_cpus(n: int) -> None:
     """Split the CPU into n logical devices (before TensorFlow initialises them), so MirroredStrategy can
     be exercised on a machine without GPUs."""
-    import tensorflow as tf
+    from edgecap.training.tf_env import tf
 
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process among the training workers: index 0 is the chief (the one that writes the run)."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
+
+    def describe(self) -> str:
+        if self.count == 1:
+            return "one worker"
+        what = "the chief: writes the run directory" if self.chief else "writes to a temporary directory"
+        return f"worker {self.index} of {self.count} ({what})"
+
+
+def tf_config_role(raw: str | None) -> WorkerRole:
+    """TF_CONFIG (JSON: {"cluster": {"chief": [...]?, "worker": ["host:port", ...]}, "task": {"type", "index"}})
+    -> this process's WorkerRole, numbered as tf.distribute numbers workers (a "chief" task first, then the
+    "worker" tasks). Raises TrainError with what is wrong, before TensorFlow would fail less clearly."""
+    if not raw:
+        raise TrainError(
+            "--strategy multiworker needs TF_CONFIG, e.g. "
+            '{"cluster": {"worker": ["node0:12345", "node1:12345"]}, "task": {"type": "worker", "index": 0}} '
+            "(docs/scale.md)"
+        )
+    try:
+        conf = json.loads(raw)
+        cluster, task = conf["cluster"], conf["task"]
+        kind, index = task["type"], int(task["index"])
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise TrainError(f"TF_CONFIG is not a cluster and task description ({type(e).__name__}: {e})") from None
+    tasks = {"chief": chiefs, "worker": workers}
+    if kind not in tasks or not 0 <= index < len(tasks[kind]):
+        raise TrainError(
+            f"TF_CONFIG task {kind} {index} is not in its cluster ({len(chiefs)} chief, {len(workers)} worker)"
+        )
+    if len(chiefs) > 1:
+        raise TrainError("TF_CONFIG: a cluster has at most one chief")
+    return WorkerRole(index + (len(chiefs) if kind == "worker" else 0), len(chiefs) + len(workers))
+
+
 def make_strategy(name: str):
-    import tensorflow as tf
+    """The tf.distribute strategy called name (STRATEGIES). multiworker must come first: TensorFlow wants it
+    created before any other TensorFlow operation; creating it waits until every worker has joined."""
+    from edgecap.training.tf_env import tf
 
     if name == "default":
         return tf.distribute.get_strategy()
@@ -66,22 +127,61 @@ def make_strategy(name: str):
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
-    raise TrainError(f"unknown strategy {name!r}: default or mirrored")
+    if name == "multiworker":
+        tf_config_role(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainError(f"unknown strategy {name!r}: {', '.join(STRATEGIES)}")
+
+
+def strategy_name(strategy) -> str:
+    """The name a user asked for (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    from edgecap.training.tf_env import tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+def worker_role(strategy) -> WorkerRole:
+    """This process's role under strategy: one worker unless it is a MultiWorkerMirroredStrategy."""
+    from edgecap.training.tf_env import tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tf_config_role(os.environ.get("TF_CONFIG"))
+    return WorkerRole()
+
+
+def barrier(strategy) -> None:
+    """Return once every worker of strategy has called it: an all-reduce of one number."""
+    from edgecap.training.tf_env import tf
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    all_reduce()
 
 
 def prepare_run(
-    data: Path, out: Path, cfg: Config, split_mode: str, log: Callable
+    data: Path, out: Path, cfg: Config, split_mode: str, log: Callable, write: bool = True, resume: bool | None = None
 ) -> tuple[Config, Vocabulary, iu_xray.Dataset]:
-    """Fresh run: split, vocabulary, config written. Existing run: everything read back (cfg epochs may grow)."""
+    """Fresh run: split, vocabulary, config written. Existing run: everything read back (cfg epochs may grow).
+
+    write False (a worker other than the chief): the same split and vocabulary (both follow from the data and
+    the seed), nothing written. resume: whether out holds a run, decided by the caller before any worker could
+    write (default: look now)."""
     rd = RunDir(out)
     ds = iu_xray.load(data)
-    if rd.exists():
+    if write:
+        rehearsal.carry(data, out, log)  # rehearsal data: the run directory says so too (REHEARSAL)
+    if rd.exists() if resume is None else resume:
         saved = rd.load_config()
         if saved.model_hash() != cfg.model_hash():
             log(f"resuming {out}: the model is rebuilt from its saved config.json ({saved.name}), not from the options")
         saved.train.epochs = cfg.train.epochs
         saved.train.pretrain_text_epochs = max(saved.train.pretrain_text_epochs, cfg.train.pretrain_text_epochs)
-        saved.save(rd.config)
+        if write:
+            saved.save(rd.config)
         cfg = saved
         split_of = rd.load_split()["splits"]
         for s in ds.studies:
@@ -90,6 +190,8 @@ def prepare_run(
     splits.ensure_split(ds, split_mode, cfg.train.seed, cfg.train.val_fraction, cfg.train.test_fraction)
     train_texts = [clean_report(s.text(cfg.text.section), cfg.text.xxxx) for s in splits.studies_in(ds, "train")]
     vocab = Vocabulary.build([t for t in train_texts if t], cfg.text.min_count)
+    if not write:
+        return cfg, vocab, ds
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(rd.config)
     vocab.save(rd.vocab)
@@ -112,12 +214,11 @@ class Trainer:
     """Holds model, optimizer and compiled steps for one run."""
 
     def __init__(self, cfg: Config, vocab: Vocabulary, strategy, log: Callable, embedding_init=None):
-        import keras
-        import tensorflow as tf
-
         from edgecap.training.model import CaptionModel, masked_token_loss
+        from edgecap.training.tf_env import keras, tf
 
         self.cfg, self.vocab, self.strategy, self.log = cfg, vocab, strategy, log
+        self.role = worker_role(strategy)
         with strategy.scope():
             self.model = CaptionModel(cfg, len(vocab), embedding_init)
             self.optimizer = keras.optimizers.Adam(cfg.train.learning_rate, clipnorm=cfg.train.clip_norm)
@@ -173,33 +274,38 @@ class Trainer:
 
         Every batch is full, so each replica of a MirroredStrategy gets rows: training batches wrap around
         to the start of the shuffled order; evaluation batches (shuffle_seed None) are padded with empty
-        rows (all-<pad> targets), which the metrics ignore.
+        rows (all-<pad> targets, index -1), which the metrics ignore. Under several workers each one builds
+        only its rows of every global batch (worker_slices): -> (distributed dataset, steps).
         """
-        import tensorflow as tf
+        from edgecap.training.tf_env import tf
 
-        order = np.arange(n)
-        if shuffle_seed is not None:
-            order = np.random.default_rng(shuffle_seed).permutation(n)
-        chunks = [order[i : i + batch] for i in range(0, n, batch)]
-        fill = batch - len(chunks[-1])
-        if fill and shuffle_seed is not None:
-            chunks[-1] = np.concatenate([chunks[-1], np.resize(order, fill)])
+        chunks = batch_indices(n, batch, shuffle_seed)
 
         def get(idx):
-            b = arrays(idx) if callable(arrays) else {k: v[idx] for k, v in arrays.items()}
-            if len(idx) < batch:
-                b = {k: np.concatenate([v, np.zeros((batch - len(idx),) + v.shape[1:], v.dtype)]) for k, v in b.items()}
+            real = idx[idx >= 0]
+            b = arrays(real) if callable(arrays) else {k: v[real] for k, v in arrays.items()}
+            if len(real) < len(idx):
+                pad = len(idx) - len(real)
+                b = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in b.items()}
             return b
 
-        first = get(chunks[0])
+        first = get(chunks[0][:1])
         sig = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype)) for k, v in first.items()}
 
-        def gen():
-            for idx in chunks:
-                yield get(idx)
+        def from_rows(rows):
+            return tf.data.Dataset.from_generator(lambda: (get(i) for i in rows), output_signature=sig).prefetch(2)
 
-        ds = tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
-        return self.strategy.experimental_distribute_dataset(ds), len(chunks)
+        if self.role.count == 1:
+            return self.strategy.experimental_distribute_dataset(from_rows(chunks)), len(chunks)
+        replicas = self.strategy.num_replicas_in_sync
+        if batch % replicas:
+            raise TrainError(f"the global batch size ({batch}) must be a multiple of the {replicas} replicas")
+
+        def per_worker(ctx):  # ctx: tf.distribute.InputContext of this worker
+            local = replicas // ctx.num_input_pipelines
+            return from_rows(worker_slices(chunks, ctx.input_pipeline_id, ctx.num_input_pipelines, local))
+
+        return self.strategy.distribute_datasets_from_function(per_worker), len(chunks)
 
     def run_epoch(self, arrays, n, seed, progress, desc) -> float:
         from tqdm import tqdm
@@ -207,7 +313,8 @@ class Trainer:
         bs = self.cfg.train.batch_size
         dist, steps = self.dataset(arrays, n, bs, seed)
         total = 0.0
-        with tqdm(dist, total=steps, desc=desc, disable=not progress, unit="batch", leave=False) as bar:
+        # the bar only where stderr is a terminal (tqdm's disable=None): a log file gets the epoch lines alone
+        with tqdm(dist, total=steps, desc=desc, disable=None if progress else True, unit="batch", leave=False) as bar:
             for i, b in enumerate(bar):
                 loss = float(self.train_step(b, bs))
                 total += loss
@@ -243,6 +350,32 @@ class Trainer:
         return rd.load_state()
 
 
+def batch_indices(n: int, batch: int, shuffle_seed: int | None) -> list[np.ndarray]:
+    """Row indices of each global batch, every one `batch` long: shuffled by shuffle_seed and wrapped around
+    to fill the last batch (training), or in order with -1 (an empty row) filling it (evaluation, None)."""
+    order = np.arange(n) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(n)
+    chunks = [order[i : i + batch] for i in range(0, n, batch)]
+    fill = batch - len(chunks[-1])
+    if fill:
+        tail = np.resize(order, fill) if shuffle_seed is not None else np.full(fill, -1)
+        chunks[-1] = np.concatenate([chunks[-1], tail])
+    return chunks
+
+
+def worker_slices(chunks: list[np.ndarray], worker: int, workers: int, local_replicas: int) -> list[np.ndarray]:
+    """The per-replica batches worker `worker` of `workers` feeds its `local_replicas` replicas, in order: its
+    contiguous share of every global batch, cut into one piece per replica. Replica r of worker w gets rows
+    [(w * local_replicas + r) * per : ... + per] of each global batch, as one replica of a single machine
+    with the same number of replicas would: every row is seen once per epoch across the workers."""
+    out = []
+    for idx in chunks:
+        per = len(idx) // (workers * local_replicas)
+        for r in range(local_replicas):
+            start = (worker * local_replicas + r) * per
+            out.append(idx[start : start + per])
+    return out
+
+
 def _text_arrays(examples: list[Example], vocab: Vocabulary, max_len: int) -> dict[str, np.ndarray]:
     tokens, targets = token_arrays(examples, vocab, max_len)
     return {"tokens": tokens, "targets": targets}
@@ -260,13 +393,47 @@ def train(
     cache_dir: Path | None = None,
     log: Callable = print,
 ) -> TrainResult:
-    import keras
-
     data, out = Path(data), Path(out)
     if pretrain_text and cfg.train.pretrain_text_epochs == 0:
         cfg.train.pretrain_text_epochs = max(1, cfg.train.epochs // 2)
-    cfg, vocab, ds = prepare_run(data, out, cfg, split_mode, log)
     rd = RunDir(out)
+    resume = rd.exists()  # decided before the strategy exists: no worker has written anything yet
+    strat = make_strategy(strategy)  # first (multiworker: before any other TensorFlow op; waits for all workers)
+    role = worker_role(strat)
+    # the chief writes the run; another worker writes its (obligatory) checkpoints to a directory it deletes
+    wd = rd if role.chief else RunDir(tempfile.mkdtemp(prefix=f"edgecap-worker{role.index}-"))
+    try:
+        result = _train(
+            data, out, cfg, rd, wd, resume, strat, role, pretrain_text, split_mode, progress, cache_dir, log
+        )
+        if role.count > 1:  # leave together: a worker still running when task 0 (the coordination service) is gone
+            barrier(strat)  # logs heartbeat errors (tensorflow/tensorflow#58434)
+        return result
+    finally:
+        if not role.chief:
+            shutil.rmtree(wd.root, ignore_errors=True)
+
+
+def _train(
+    data: Path,
+    out: Path,
+    cfg: Config,
+    rd: RunDir,
+    wd: RunDir,
+    resume: bool,
+    strat,
+    role: WorkerRole,
+    pretrain_text: bool,
+    split_mode: str,
+    progress: bool,
+    cache_dir: Path | None,
+    log: Callable,
+) -> TrainResult:
+    """train() once the strategy exists: rd is the run directory (read to resume), wd the one this worker
+    writes (rd for the chief)."""
+    from edgecap.training.tf_env import keras
+
+    cfg, vocab, ds = prepare_run(data, out, cfg, split_mode, log, write=role.chief, resume=resume)
     keras.utils.set_random_seed(cfg.train.seed)
     warnings: list[str] = []
 
@@ -293,9 +460,8 @@ def train(
 
         embedding_init, coverage = glove_matrix(vocab, cfg.decoder.embed_dim, cfg.train.seed)
         log(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab) - 4} vocabulary words")
-    strat = make_strategy(strategy)
     log(
-        f"strategy: {type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
+        f"strategy: {strategy_name(strat)} with {strat.num_replicas_in_sync} replica(s), {role.describe()}; "
         f"{len(train_ex)} training studies with images, {len(val_ex)} for validation ({val_source})"
     )
     trainer = Trainer(cfg, vocab, strat, log, embedding_init)
@@ -308,7 +474,7 @@ def train(
         "text_val_perplexity": None,
     }
     history: list[dict] = []
-    if rd.state.is_file() and rd.last.is_file():
+    if resume and rd.state.is_file() and rd.last.is_file():
         state = trainer.load_resume(rd)
         history = _read_history(rd.history)
         log(f"resuming {out} after {state['text_epochs_done']} text and {state['epochs_done']} image epochs")
@@ -329,11 +495,14 @@ def train(
             history.append(row)
             state.update(text_epochs_done=epoch, text_val_perplexity=m["val_perplexity"])
             log(f"text epoch {epoch}: loss {loss:.3f}  val perplexity {m['val_perplexity']:.2f}")
-            trainer.save_resume(rd, state)
-            _write_history(rd.history, history)
+            trainer.save_resume(wd, state)
+            _write_history(wd.history, history)
 
     # ---- phase 2: image-conditioned training ----------------------------------------------------
     get_train, get_val = _image_inputs(trainer, cfg, vocab, train_ex, val_ex, progress, cache_dir)
+    if state["epochs_done"] < cfg.train.epochs:  # a line per epoch follows, the first one slower: it compiles
+        first = state["epochs_done"] + 1
+        log(f"training on images: epochs {first}-{cfg.train.epochs}, a line after each (the first also compiles)")
     for epoch in range(state["epochs_done"] + 1, cfg.train.epochs + 1):
         t0 = time.time()
         loss = trainer.run_epoch(get_train(epoch), len(train_ex), cfg.train.seed + epoch, progress, f"epoch {epoch}")
@@ -342,11 +511,11 @@ def train(
         history.append(row)
         improved = state["best_val_loss"] is None or m["val_loss"] < state["best_val_loss"]
         if improved:
-            trainer.model.save_weights(rd.best)
+            trainer.model.save_weights(wd.best)
             state.update(best_val_loss=m["val_loss"], best_epoch=epoch)
         state["epochs_done"] = epoch
-        trainer.save_resume(rd, state)
-        _write_history(rd.history, history)
+        trainer.save_resume(wd, state)
+        _write_history(wd.history, history)
         log(
             f"epoch {epoch}/{cfg.train.epochs}: loss {loss:.3f}  val loss {m['val_loss']:.3f}  "
             f"val token acc {m['val_token_acc']:.3f}  {row['seconds']:.1f}s{'  *best' if improved else ''}"
@@ -355,7 +524,8 @@ def train(
         if patience and epoch - state["best_epoch"] >= patience:
             log(f"early stop: no validation improvement for {patience} epochs")
             break
-    plot_curves(history, rd.curves)
+    if role.chief:
+        plot_curves(history, rd.curves)
     image_rows = [r for r in history if r["phase"] == "image"]
     return TrainResult(
         run=out,
@@ -376,6 +546,8 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
 
     Frozen encoder: x = cached CNN maps (B, V, P, C), a random cached augmentation variant per view and epoch.
     Trainable encoder: x = images (B, V, S, S, 3), augmented on the fly.
+    An example's random draws are seeded by (seed, epoch, its index), not by its place in a batch, so a
+    worker that builds only its share of a batch draws what a single machine would.
     """
     from edgecap.runtime.preprocess import normalize
     from edgecap.training.augment import AugmentConfig, augment
@@ -389,13 +561,14 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
 
         cache = MapCache(trainer.model.cnn, cfg, cache_dir)
         variants = cfg.train.feature_variants if cfg.train.augment else 1
-        cache.ensure(sorted({p for ex in train_ex for p in ex.views if p}), variants, progress)
-        cache.ensure(sorted({p for ex in val_ex for p in ex.views if p}), 1, progress)
+        cache.ensure(sorted({p for ex in train_ex for p in ex.views if p}), variants, progress, log=trainer.log)
+        cache.ensure(sorted({p for ex in val_ex for p in ex.views if p}), 1, progress, log=trainer.log)
         p, c = trainer.model.positions, trainer.model.map_channels
 
-        def x_of(examples, idx, rng):
+        def x_of(examples, idx, rng_of):
             x = np.zeros((len(idx), v, p, c), np.float16)
             for row, i in enumerate(idx):
+                rng = rng_of(i)
                 for j, path in enumerate(examples[i].views):
                     if path:
                         x[row, j] = cache.get(path, int(rng.integers(variants)) if rng is not None else 0)
@@ -405,26 +578,32 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
         grays = {p: load_gray(p, size) for ex in train_ex + val_ex for p in ex.views if p}  # (S, S) each, small
         aug = AugmentConfig(clahe=cfg.train.clahe)
 
-        def x_of(examples, idx, rng):
+        def x_of(examples, idx, rng_of):
             x = np.zeros((len(idx), v, size, size, 3), np.float32)
             for row, i in enumerate(idx):
+                rng = rng_of(i)
                 for j, path in enumerate(examples[i].views):
                     if path:
                         g = augment(grays[path], rng, aug) if rng is not None else grays[path]
                         x[row, j] = normalize(g, cfg.image.mean, cfg.image.std)
             return x
 
-    def loader(name, rng):
+    def loader(name, epoch):
+        """epoch None: no augmentation (validation, or augment off)."""
         examples, (tok, tgt, mask) = sets[name], arrays[name]
+
+        def rng_of(i):
+            return None if epoch is None else np.random.default_rng([cfg.train.seed, epoch, int(i)])
+
         return lambda idx: {
-            "x": x_of(examples, idx, rng),
+            "x": x_of(examples, idx, rng_of),
             "view_mask": mask[idx],
             "tokens": tok[idx],
             "targets": tgt[idx],
         }
 
     def get_train(epoch):
-        return loader("train", np.random.default_rng(cfg.train.seed * 1000 + epoch) if cfg.train.augment else None)
+        return loader("train", epoch if cfg.train.augment else None)
 
     return get_train, lambda: loader("val", None)
 

@@ -18,6 +18,7 @@ from kivy.uix.screenmanager import Screen
 from edgecap import __version__
 from edgecap.edge_app.messages import FLAGGED_NOTE, WITHHELD_NOTE, finding_rows, sentence, short_path, warning_message
 from edgecap.edge_app.widgets import NoticeCard, texture_from_rgb
+from edgecap.runtime.report import DEMONSTRATION_LINE
 from edgecap.runtime.sanity import FLAG_CODES
 
 
@@ -27,6 +28,7 @@ class ReportScreen(Screen):
     report_text = StringProperty("")
     report_flagged = BooleanProperty(False)
     report_notice = StringProperty("")
+    report_demonstration = StringProperty("")  # the banner's words for a demonstration bundle, else ""
     report_time = StringProperty("")
     report_bundle = StringProperty("")
     report_inputs = StringProperty("")
@@ -55,6 +57,7 @@ class ReportScreen(Screen):
         self.report_flagged = bool(report.flagged)
         self.report_text = WITHHELD_NOTE if report.flagged else report.text  # never the model's text then
         self.report_notice = sentence(report.bundle.get("notice", ""))
+        self.report_demonstration = DEMONSTRATION_LINE if report.demonstration else ""
         self.report_time = _time_line(report)
         self.report_bundle = _bundle_line(report.bundle)
         self.report_inputs = _inputs_line(report.inputs)
@@ -101,6 +104,8 @@ class ReportScreen(Screen):
             self.report_bundle.replace("\n", " "),
             f"edgecap {__version__}: {r.bundle.get('notice', '')}",
         ]
+        if r.demonstration:  # the copied or exported text says so right under the report, as the screen does
+            lines.insert(1, DEMONSTRATION_LINE)
         return "\n".join(x for x in lines if x is not None)
 
 
@@ -150,4 +155,13 @@ def _notice_cards(report) -> list[NoticeCard]:
         if w.code not in FLAG_CODES:
             m = warning_message(w.code, w.message)
             cards.append(NoticeCard(title=m.title, detail=m.detail, level=m.level, code=m.code))
+    if not report.flagged and not report.attention_layout:  # a decoder without attention (decoder kind "sequence")
+        cards.append(NoticeCard(title=NO_ATTENTION[0], detail=NO_ATTENTION[1], level="info", code="no_attention"))
     return cards
+
+
+# said instead of an empty overlay when the bundle's model has no attention (runtime.captioner: no layout)
+NO_ATTENTION = (
+    "This model has no attention map.",
+    "Its decoder reads the whole image as one feature vector, so there is no heatmap of where it looked.",
+)
