@@ -101,40 +101,26 @@ def build_manifest(
 ) -> Manifest:
     """Write vocab.json beside the model files and return the manifest (not yet saved, no verification).
     positions: P, attention positions per view; step_batch: rows of the decoder step file (its token input)."""
-    vocab_path = out / "vocab.json"
-    vocab.save(vocab_path)
-    return Manifest(
-        edgecap_version=__version__,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        mode=mode.name,
-        mode_settings=json.loads(json.dumps(mode.to_dict())),
-        notice=notice,
-        files=files,
-        vocab=FileRef(vocab_path.name, sha256_file(vocab_path), vocab_path.stat().st_size),
-        input=InputSpec(
-            size=cfg.image.size,
-            channels=3,
-            mean=cfg.image.mean,
-            std=cfg.image.std,
-            color=COLOR,
-            resize=RESIZE,
-            max_views=cfg.max_views,
-            view_order=VIEW_ORDER[: cfg.max_views],
-        ),
-        decoder=DecoderSpec(
-            max_len=cfg.text.max_len,
-            hidden_size=cfg.decoder.hidden,
-            positions_per_view=positions,
-            feature_dim=cfg.encoder.feature_dim,
-            attention_positions=cfg.max_views * positions,
-            vocab_size=len(vocab),
-            step_batch=step_batch,
-        ),
-        special=vocab.special_ids(),
-        runtime=_runtime(mode),
-        source=source,
-        calibration=calibration,
+    image = InputSpec(
+        size=cfg.image.size,
+        channels=3,
+        mean=cfg.image.mean,
+        std=cfg.image.std,
+        color=COLOR,
+        resize=RESIZE,
+        max_views=cfg.max_views,
+        view_order=VIEW_ORDER[: cfg.max_views],
     )
+    decoder = DecoderSpec(
+        max_len=cfg.text.max_len,
+        hidden_size=cfg.decoder.hidden,
+        positions_per_view=positions,
+        feature_dim=cfg.encoder.feature_dim,
+        attention_positions=cfg.max_views * positions,
+        vocab_size=len(vocab),
+        step_batch=step_batch,
+    )
+    return build_sequence_manifest(out, mode, vocab, files, source, calibration, notice, image=image, decoder=decoder)
 
 
 def _runtime(mode: Mode) -> dict:
@@ -162,8 +148,8 @@ def build_sequence_manifest(
     image: InputSpec,
     decoder: DecoderSpec,
 ) -> Manifest:
-    """build_manifest for a sequence-input decoder: the input and decoder fields given whole
-    (convert.keras_import derives them from the user's models and tokenizer)."""
+    """The manifest from its input and decoder fields given whole: build_manifest derives them from an edgecap
+    run's config, convert.keras_import from the user's models and tokenizer (a sequence-input decoder)."""
     vocab_path = out / "vocab.json"
     vocab.save(vocab_path)
     return Manifest(
