@@ -450,12 +450,6 @@ def verify_bundle(
     ref: KerasReference, studies: Studies, m: Mode, opts: ConvertOptions, out: Path, log: Callable[[str], None]
 ) -> dict:
     """The bundle in `out`, loaded as a device loads it, against the user's Keras model (convert.verify)."""
-    from edgecap.convert.verify import verify
-    from edgecap.runtime.bundle import Bundle
-    from edgecap.runtime.signing import TrustStore
+    from edgecap.convert.pipeline import verify_against_keras
 
-    bundle = Bundle.load(out, opts.num_threads, trust=TrustStore.none())
-    log(f"verifying on {len(studies.checked)} studies of {studies.verify_pool.describe()} ({bundle.interpreter_name})")
-    verification = verify(bundle, ref.keras, studies.checked, m.thresholds, SEED, log)
-    verification["source"] = studies.verify_pool.describe(out)
-    return verification
+    return verify_against_keras(ref.keras, studies, m, opts, out, SEED, log)

@@ -317,6 +317,14 @@ def verify_bundle(
     ref: Reference, studies: Studies, m: Mode, opts: ConvertOptions, out: Path, log: Callable[[str], None]
 ) -> dict:
     """The bundle in `out`, loaded as a device loads it, against Keras -> the manifest's "verification"."""
+    return verify_against_keras(ref.keras, studies, m, opts, out, ref.cfg.train.seed, log)
+
+
+def verify_against_keras(
+    keras, studies: Studies, m: Mode, opts: ConvertOptions, out: Path, seed: int, log: Callable[[str], None]
+) -> dict:
+    """The bundle in `out`, loaded as a device loads it, against the Keras step model `keras` (convert.verify):
+    edgecap's own runs (verify_bundle) and a user's Keras captioner (convert.keras_import)."""
     from edgecap.convert.verify import verify
     from edgecap.runtime.bundle import Bundle
     from edgecap.runtime.signing import TrustStore
@@ -325,7 +333,7 @@ def verify_bundle(
     # machine's trusted keys (EDGECAP_TRUSTED_KEYS) would refuse it as unsigned
     bundle = Bundle.load(out, opts.num_threads, trust=TrustStore.none())
     log(f"verifying on {len(studies.checked)} studies of {studies.verify_pool.describe()} ({bundle.interpreter_name})")
-    verification = verify(bundle, ref.keras, studies.checked, m.thresholds, ref.cfg.train.seed, log)
+    verification = verify(bundle, keras, studies.checked, m.thresholds, seed, log)
     verification["source"] = studies.verify_pool.describe(out)
     return verification
 
