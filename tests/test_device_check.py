@@ -1,6 +1,8 @@
 """The bundle on a Raspberry Pi's CPU, emulated (issue #14): aarch64 Debian-bookworm Python 3.11 under qemu-user,
 the Pi's wheels (installed with the pip command of packaging/raspberry-pi/README.md), the default bundle on every
-sample study, greedy and beam 3, Pi 5 and Pi 4 CPU models, every report token-identical to this machine's; the
+sample study on the Pi 5 CPU model greedy and beam 3, on the Pi 4 model greedy (its kernels differ from the Pi 5's
+by the CPU features XNNPACK finds, not by the beam size, and each beam size is one more guest run), every report
+token-identical to this machine's; the
 app headless on the emulated Pi 5, its report this machine's; the manifest's tflite-runtime 2.14 statement for
 aarch64 checked with that runtime there. Reuses ~/.cache/edgecap/device (EDGECAP_DEVICE_CACHE) when built; the
 first run builds it (root + apt: CI runs as root on Debian 12). A machine that cannot build it FAILS these tests
@@ -25,6 +27,7 @@ from edgecap.device.emulation import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+BEAMS = {"pi5": (1, 3), "pi4": (1,)}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def emulated_runs(tmp_path_factory):
     shot = tmp_path_factory.mktemp("device") / "app-pi5.png"
     pool = ThreadPoolExecutor(max_workers=4)
     runs = {
-        **{t: pool.submit(check_device, t, None, studies, (1, 3), quiet) for t in ("pi5", "pi4")},
+        **{t: pool.submit(check_device, t, None, studies, BEAMS[t], quiet) for t in ("pi5", "pi4")},
         "tflrt": pool.submit(tflrt),
         "app": pool.submit(check_app, "pi5", None, first_pair, shot, quiet),
     }
@@ -73,7 +76,7 @@ def test_default_bundle_on_emulated_pi_matches_host(emulated_runs, target):
     assert sum(s.lateral is not None for s in studies) >= 1  # a frontal + lateral study is among them
     result = _result(emulated_runs[target], f"the emulated {target}")
     assert result.interpreter.startswith("ai-edge-litert ")
-    assert len(result.outcomes) == 2 * len(studies)
+    assert len(result.outcomes) == len(BEAMS[target]) * len(studies)
     differing = [
         (o.study, o.beam, o.verdict, o.host, o.device, o.error) for o in result.outcomes if o.verdict != "identical"
     ]

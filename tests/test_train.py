@@ -1,13 +1,10 @@
-"""Training on the real sample: the path learns (overfit), resumes, pre-trains on text, runs mirrored.
+"""Training on the real sample: the path learns (overfit), resumes, pre-trains on text. (Mirrored training over
+two logical CPUs is the reference run of tests/test_multiworker.py.)
 
 The overfit run trains the tiny config on every local study with images and findings (10 real studies: 9
 Open-i ones and uid 1001 from the Kaggle folder; uid 2779 has no findings) and must reproduce them. It proves
 the training path learns; it says nothing about quality on the full data set.
 """
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -59,6 +56,7 @@ def test_resume_and_text_pretraining(iu_data, tmp_path, cache_dir):
 
     cfg = Config.preset("tiny")
     cfg.train.epochs, cfg.train.pretrain_text_epochs, cfg.train.batch_size = 1, 1, 64
+    cfg.text.max_len = 24  # reports cut at 24 tokens: the unrolled decoder graph traces in a third of the time
     out = tmp_path / "run"
     first = train(iu_data, out, cfg, progress=False, log=lambda *a: None)
     assert first.epochs_done == 1 and first.text_val_perplexity is not None
@@ -74,35 +72,6 @@ def test_resume_and_text_pretraining(iu_data, tmp_path, cache_dir):
     phases = [row.split(",")[0] for row in RunDir(out).history.read_text().splitlines()[1:]]
     assert phases == ["text", "image", "image"]
     assert state1["epochs_done"] == 1
-
-
-def test_mirrored_strategy_on_two_logical_cpus(iu_data, tmp_path, cache_dir):
-    env = dict(os.environ, EDGECAP_CACHE=str(cache_dir))
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgecap.cli",
-        "train",
-        "--data",
-        str(iu_data),
-        "--out",
-        str(tmp_path / "m"),
-        "--config",
-        "tiny",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--strategy",
-        "mirrored",
-        "--logical-cpus",
-        "2",
-        "--no-progress",
-    ]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "MirroredStrategy with 2 replica(s)" in p.stdout
-    assert (tmp_path / "m" / "best.weights.h5").is_file()
 
 
 def test_edge_config_trains_on_cached_imagenet_features(iu_data, tmp_path, cache_dir):
