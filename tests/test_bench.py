@@ -264,6 +264,19 @@ def test_inputs_derive_from_real_studies(tmp_path):
     assert [i.name for i in again.inputs] == [i.name for i in s.inputs]
 
 
+def test_a_larger_folder_is_sampled_not_used_whole(tmp_path):
+    """A folder with more studies than --inputs (the full collection) gives a seeded sample of real studies and no
+    derived view: a full-size bench costs what the sample's does. Here the sample's 10 studies, asked for 4."""
+    s = build_inputs(sample_dir(), tmp_path / "a", minimum=4, seed=0)
+    d = s.describe()
+    assert d["count"] == 4 and d["sampled_from"] == 10 and d["transforms"]["original"] == 4
+    assert "a seeded sample of the 10 studies" in d["description"]
+    uids = [i.uid for i in s.inputs]
+    assert len(set(uids)) == 4 and uids == sorted(uids, key=int)  # the folder's order, each study once
+    assert [i.uid for i in build_inputs(sample_dir(), tmp_path / "b", minimum=4, seed=0).inputs] == uids
+    assert [i.uid for i in build_inputs(sample_dir(), tmp_path / "c", minimum=4, seed=1).inputs] != uids
+
+
 def test_derive_keeps_an_xray_like_image():
     from edgecap.runtime import preprocess, sanity
 

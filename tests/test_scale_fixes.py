@@ -141,3 +141,40 @@ def test_feature_cache_decodes_each_image_once_and_keeps_every_map(iu_data, tmp_
             want = encoder(cache._input(p, v)[None])[0]
             np.testing.assert_array_equal(cache.get(p, v), want.reshape(-1, 3).astype(np.float16))
     assert len({cache.get(p, v).tobytes() for p in paths for v in range(3)}) == 9  # variants differ
+
+
+def test_feature_cache_write_killed_midway_leaves_nothing_cached(iu_data, tmp_path, monkeypatch):
+    """A map is written under a temporary name and renamed: a run killed while writing (here: np.save raising
+    halfway, after some bytes) leaves no .npy, so the next run encodes that image again instead of loading a
+    truncated file."""
+    from edgecap.training import feature_cache as fc
+
+    cache = fc.MapCache(lambda x, training=False: x[:, ::32, ::32, :], Config.preset("tiny"), tmp_path)
+    path = sorted((iu_data / "images").glob("*.png"))[0]
+    real_save = np.save
+
+    def dies_midway(f, array):
+        f.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fc.np, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure([path], 1, progress=False)
+    assert list(tmp_path.rglob("*")) == [cache.dir]  # neither a truncated map nor the temporary file
+    monkeypatch.setattr(fc.np, "save", real_save)
+    cache.ensure([path], 1, progress=False)
+    assert [p.name for p in cache.dir.iterdir()] == [cache._file(path, 0).name] and cache.get(path, 0).ndim == 2
+
+
+def test_trainable_encoder_loader_holds_images_only_within_its_budget(iu_data):
+    """The trainable-encoder path held every decoded image (1.5 GB for the full collection at 224 px); it keeps
+    them only while they fit its budget and decodes the rest on each use, to the same values."""
+    from edgecap.training.dataset import load_gray
+    from edgecap.training.train import BoundedGrays
+
+    paths = sorted((iu_data / "images").glob("*.png"))[:3]
+    two = BoundedGrays(128, budget=2 * 128 * 128 * 4)  # room for two float32 128 px images
+    for _ in range(2):
+        for p in paths:
+            np.testing.assert_array_equal(two.get(p), load_gray(p, 128))
+    assert list(two.grays) == paths[:2] and two.held == 2 * 128 * 128 * 4

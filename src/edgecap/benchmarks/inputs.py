@@ -9,6 +9,10 @@ Each derived study applies ONE transform to all its views (frontal and lateral a
     noise        additive Gaussian noise, sigma 1-3 % of full scale (detector noise)
     crop+noise   both
 
+A folder with more studies than the bench asks for (the full collection: 3,851 studies with images) is sampled
+instead: a seeded choice of that many real studies, no derived ones, so a bench at full size costs what it costs
+on the sample.
+
 The reference report of a derived study is the real study's findings: none of these transforms changes
 what a radiologist would write. No report text is ever invented. Derived images are 8-bit PNGs, like the
 originals, so a benchmarked report reads and decodes a real file (preprocessing is part of its latency).
@@ -52,6 +56,7 @@ class InputSet:
     source: str  # the data folder the real studies came from
     real_studies: int
     real_images: int
+    sampled_from: int = 0  # the folder's studies with images when a seeded sample was taken (0: all were used)
 
     def studies(self) -> list[list[str | None]]:
         """[[frontal, lateral or None], ...]: the inputs as the worker's "reports" task reads them."""
@@ -67,13 +72,22 @@ class InputSet:
             "two_view": sum(i.lateral is not None for i in self.inputs),
             "transforms": counts,
             "source": self.source,
-            "description": (
-                f"{len(self.inputs)} studies: the {self.real_studies} real IU X-Ray studies with images "
-                f"({self.real_images} images) from {self.source}, plus views derived from them "
-                f"(crops keeping 88-96 % of each side, rotations within 4 degrees, Gaussian noise "
-                f"of 1-3 % full scale); each derived study keeps its real study's findings as reference"
-            ),
+            "sampled_from": self.sampled_from,
+            "description": self._description(),
         }
+
+    def _description(self) -> str:
+        if self.sampled_from:
+            return (
+                f"{len(self.inputs)} real IU X-Ray studies ({self.real_images} images), a seeded sample of the "
+                f"{self.sampled_from} studies with images in {self.source}"
+            )
+        return (
+            f"{len(self.inputs)} studies: the {self.real_studies} real IU X-Ray studies with images "
+            f"({self.real_images} images) from {self.source}, plus views derived from them "
+            f"(crops keeping 88-96 % of each side, rotations within 4 degrees, Gaussian noise "
+            f"of 1-3 % full scale); each derived study keeps its real study's findings as reference"
+        )
 
 
 def real_studies(data: str | Path, max_views: int = 2) -> list[tuple[str, tuple[Path | None, ...], str]]:
@@ -110,7 +124,8 @@ def derive(image: np.ndarray, transform: str, rng: np.random.Generator) -> np.nd
 def build_inputs(
     data: str | Path, out_dir: str | Path, minimum: int = 100, seed: int = 0, max_views: int = 2
 ) -> InputSet:
-    """Real studies of `data` + derived ones until there are at least `minimum`, as PNGs under out_dir.
+    """Real studies of `data` + derived ones until there are at least `minimum`, as PNGs under out_dir; from a
+    folder with more than `minimum` studies, a seeded sample of exactly `minimum` real ones.
 
     Each real study appears once as "original", then derived copies cycle through the other transforms.
     Deterministic in (data, minimum, seed); files already written by the same call are reused
@@ -119,6 +134,11 @@ def build_inputs(
     studies = real_studies(data, max_views)
     if not studies:
         raise ValueError(f"{data}: no IU X-Ray study with an image on disk")
+    sampled_from = 0
+    if len(studies) > minimum:
+        sampled_from = len(studies)
+        keep = np.sort(np.random.default_rng([seed, 1]).choice(len(studies), size=minimum, replace=False))
+        studies = [studies[i] for i in keep]
     key = hashlib.sha256(
         json.dumps(
             [str(data.resolve()), minimum, seed, max_views, [(u, [str(v) for v in vs]) for u, vs, _ in studies]]
@@ -133,6 +153,7 @@ def build_inputs(
                 saved["source"],
                 saved["real_studies"],
                 saved["real_images"],
+                saved.get("sampled_from", 0),
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     per_study = max(1, math.ceil(minimum / len(studies)))
@@ -160,7 +181,7 @@ def build_inputs(
                 raise ValueError(f"study {uid}: no first view")
             inputs.append(BenchInput(f"{uid}/{transform}#{k}", uid, transform, frontal, lateral, reference))
     real_images = sum(v is not None for _, vs, _ in studies for v in vs)
-    result = InputSet(tuple(inputs), str(data), len(studies), real_images)
+    result = InputSet(tuple(inputs), str(data), len(studies), real_images, sampled_from)
     index.write_text(
         json.dumps(
             {
@@ -168,6 +189,7 @@ def build_inputs(
                 "source": str(data),
                 "real_studies": len(studies),
                 "real_images": real_images,
+                "sampled_from": sampled_from,
                 "inputs": [asdict(i) for i in inputs],
             },
             indent=1,

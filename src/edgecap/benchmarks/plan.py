@@ -54,7 +54,7 @@ class Plan:
     reference: Reference | None  # the Keras run drift is measured against (None: no drift figures)
     chosen_by: str  # how the reference was found (or why there is none)
     data: Path  # IU X-Ray folder the inputs come from
-    min_inputs: int  # minimum number of input studies (real + derived)
+    min_inputs: int  # input studies: real + derived up to this many, or a seeded sample of this many real ones
 
     @property
     def first_threads(self) -> int:

@@ -37,7 +37,8 @@ def bench(
     threads: str = typer.Option("1,2,4", "--threads", help="Thread counts, e.g. 1,2,4 (--quick: the first)."),
     quick: bool = typer.Option(False, "--quick", help="20 inputs, first thread count, short runs (< 2 min)."),
     beam: int = beam_option("Beam size of the reports (1 = greedy)."),
-    inputs: int = typer.Option(100, "--inputs", help="Minimum number of input studies (real + derived)."),
+    inputs: int = typer.Option(100, "--inputs", help="Input studies: the real ones plus derived views up to N; from "
+                                                     "a folder with more, a seeded sample of N real ones."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result (docs/bench.md schema)."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the result as a Markdown page."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="PNG: latency against size, drift as colour."),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -102,8 +103,20 @@ class MapCache:
                         nxt = ahead.submit(self._inputs, chunks[k + 1], pool, recent)
                     maps = np.asarray(self.cnn(x, training=False))
                     for (p, v), m in zip(chunk, maps):
-                        np.save(self._file(p, v), m.reshape(-1, m.shape[-1]).astype(np.float16))
+                        _save_atomically(self._file(p, v), m.reshape(-1, m.shape[-1]).astype(np.float16))
                     bar.update(len(chunk))
 
     def get(self, path: Path, variant: int) -> np.ndarray:
         return np.load(self._file(path, variant))
+
+
+def _save_atomically(target: Path, array: np.ndarray) -> None:
+    """np.save to a temporary name in the same folder, then rename: a run killed mid-write (or two workers
+    encoding the same image) never leaves a truncated .npy that a later run would take as cached."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

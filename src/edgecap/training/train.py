@@ -541,6 +541,26 @@ def _train(
     )
 
 
+class BoundedGrays:
+    """The trainable encoder's decoded images, float32 (S, S) each: kept after their first decode while they fit in
+    `budget` bytes (the sample, or a few thousand images at 128 px), decoded again on every use beyond that. The
+    full collection at 224 px is 7,470 x 200 kB = 1.5 GB, which a loader must not hold; decoding one 512 px PNG
+    costs a few ms against the seconds of a trainable-CNN training step on its batch."""
+
+    def __init__(self, size: int, budget: int = 512 << 20):
+        self.size, self.budget, self.held = size, budget, 0
+        self.grays: dict[Path, np.ndarray] = {}
+
+    def get(self, path: Path) -> np.ndarray:
+        g = self.grays.get(path)
+        if g is None:
+            g = load_gray(path, self.size)
+            if self.held + g.nbytes <= self.budget:
+                self.grays[path] = g
+                self.held += g.nbytes
+        return g
+
+
 def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, val_ex, progress, cache_dir):
     """-> (get_train(epoch) -> batch loader, get_val() -> batch loader); a loader maps row indices to a batch.
 
@@ -575,7 +595,7 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
             return x
     else:
         size = cfg.image.size
-        grays = {p: load_gray(p, size) for ex in train_ex + val_ex for p in ex.views if p}  # (S, S) each, small
+        grays = BoundedGrays(size)
         aug = AugmentConfig(clahe=cfg.train.clahe)
 
         def x_of(examples, idx, rng_of):
@@ -584,7 +604,7 @@ def _image_inputs(trainer: Trainer, cfg: Config, vocab: Vocabulary, train_ex, va
                 rng = rng_of(i)
                 for j, path in enumerate(examples[i].views):
                     if path:
-                        g = augment(grays[path], rng, aug) if rng is not None else grays[path]
+                        g = augment(grays.get(path), rng, aug) if rng is not None else grays.get(path)
                         x[row, j] = normalize(g, cfg.image.mean, cfg.image.std)
             return x
 
