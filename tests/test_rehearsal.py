@@ -166,6 +166,25 @@ def test_data_stats_and_cli(iu_data, built, tmp_path):
     assert "2 reports" in r.output and rehearsal.NOTICE in r.output
 
 
+def test_split_file_gives_every_stage_its_split(iu_data, tmp_path):
+    """--split copies an R2Gen-style annotation in: the rehearsal folder then has the real split of those
+    studies, as a download with annotation.json does; anything else is refused before a file is written."""
+    reports = str(iu_data / "NLMCXR_reports.tgz")
+    ann = iu_data / "annotation_r2gen_layout.json"
+    r = CliRunner().invoke(app, ["data", "rehearsal", str(tmp_path / "r"), "--reports", reports, "--limit", "40",
+                                 "--split", str(ann)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ds = iu_xray.load(tmp_path / "r")
+    split_of = {str(e["id"]): k for k, v in json.loads(ann.read_text()).items() for e in v}
+    assert ds.split_source == "annotation:annotation.json"
+    assert [s.split for s in ds.studies] == [split_of.get(s.uid) for s in ds.studies]
+    assert {"train", "val", "test"} <= {s.split for s in ds.studies}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train": ["25"]}')
+    r = CliRunner().invoke(app, ["data", "rehearsal", str(tmp_path / "b"), "--reports", reports, "--split", str(bad)])
+    assert r.exit_code == 2 and "not an R2Gen-style split" in r.output and not (tmp_path / "b").exists()
+
+
 def test_sources_are_the_packaged_real_sample(iu_data):
     """The sample the builder derives from is the real Open-i sample, byte for byte."""
     src = rehearsal.sample_images()

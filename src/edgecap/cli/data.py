@@ -87,6 +87,8 @@ def data_rehearsal(
     seed: int = typer.Option(0, help="Seed of the image derivations (same seed, same bytes)."),
     jobs: int = typer.Option(0, help="Worker processes (0: one per CPU)."),
     limit: int = typer.Option(0, help="Only the first N reports (0: all)."),
+    split: Optional[Path] = typer.Option(None, "--split", help="An R2Gen-style annotation.json whose train / val / "
+                                                               "test split every stage then uses."),
 ) -> None:
     """A full-size rehearsal folder: the real reports, and for every real image name a PNG derived from the
     packaged real sample. It measures cost and robustness, never quality (docs/scale.md)."""
@@ -96,7 +98,7 @@ def data_rehearsal(
     if jobs < 0 or limit < 0:
         fail("--jobs and --limit must be 0 or more")
     try:
-        r = build(reports, out, seed=seed, jobs=jobs or None, limit=limit or None, log=typer.echo)
+        r = build(reports, out, seed=seed, jobs=jobs or None, limit=limit or None, split=split, log=typer.echo)
     except DataError as e:
         fail(str(e))
     except OSError as e:

@@ -202,15 +202,19 @@ def build(
     seed: int = 0,
     jobs: int | None = None,
     limit: int | None = None,
+    split: str | Path | None = None,
     per_worker: int = 200,
     log: Callable[[str], None] = print,
 ) -> RehearsalResult:
     """Write the rehearsal folder (module docstring). Re-running with the same arguments only writes what is
     missing; `limit` takes the first N reports by file name (tests). jobs: worker processes (None: one per
-    CPU), at most one per `per_worker` images (a process costs ~1 s to start)."""
+    CPU), at most one per `per_worker` images (a process costs ~1 s to start). split: an R2Gen-style
+    annotation file ({"train"|"val"|"test": [{"id": uid, ...}]}), copied in as annotation.json so that every
+    stage uses its split, as it would on a download that has one."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and notice_of(out) is None:  # never mix into real data
         raise DataError(f"{out}: exists and is not a rehearsal folder (no {MARKER} marker): choose a new folder")
+    split_text = _read_split(Path(split)) if split is not None else None
     parsed = read_reports(Path(reports), limit)
     (out / "ecgen-radiology").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
@@ -232,6 +236,8 @@ def build(
         with mp.get_context("spawn").Pool(workers) as pool:
             written = sum(pool.imap_unordered(_write_one, jobs_list, chunksize=64))
     _write_sources(out / "rehearsal_sources.csv", items)
+    if split_text is not None:
+        (out / "annotation.json").write_text(split_text)
     by_proj = {p: sum(it.projection == p for it in items) for p in ("frontal", "lateral", "unknown")}
     info = {
         "notice": NOTICE,
@@ -243,10 +249,25 @@ def build(
         "image_size": IMAGE_SIZE,
         "derivation": "square crop 85-97% -> resize 512 -> training.augment (no flip) -> noise sigma 0.01",
         "sources": sorted({it.source for it in items}),
+        "split": str(Path(split).resolve()) if split is not None else None,
     }
     (out / "rehearsal.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "README.md").write_text(_readme(info), encoding="utf-8")
     return RehearsalResult(out, len(parsed), len(items), written, by_proj)
+
+
+def _read_split(path: Path) -> str:
+    """The annotation file's text, once checked to be a split: {"train"|"val"|"test": [{"id": ...}, ...]}."""
+    try:
+        text = path.read_text()
+        data = json.loads(text)
+        ok = isinstance(data, dict) and any(k in data for k in ("train", "val", "test"))
+        ok = ok and all(isinstance(e, dict) and "id" in e for k in ("train", "val", "test") for e in data.get(k, []))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"--split {path}: unreadable ({e})") from None
+    if not ok:
+        raise DataError(f'--split {path}: not an R2Gen-style split ({{"train"|"val"|"test": [{{"id": ...}}]}})')
+    return text
 
 
 def _write_sources(path: Path, items: list[Planned]) -> None:
@@ -255,6 +276,12 @@ def _write_sources(path: Path, items: list[Planned]) -> None:
         w.writerow(["image", "projection", "source"])
         for it in items:
             w.writerow([it.name, it.projection, it.source])
+
+
+def _split_line(info: dict) -> str:
+    if not info.get("split"):
+        return "No split file: training makes a seeded random split.\n"
+    return f"`annotation.json` is a copy of {Path(info['split']).name}: training and evaluation use its split.\n"
 
 
 def _readme(info: dict) -> str:
@@ -267,7 +294,7 @@ lateral, {info["by_projection"]["unknown"]:,} of unknown projection). No image i
 each is derived from one of {len(info["sources"])} real sample images (`rehearsal_sources.csv` says which) by a
 random crop, a small rotation / scale / shift, a contrast and brightness change and noise (never a left-right
 flip); frontal names from frontal samples, lateral names from lateral samples. Seed {info["seed"]}.
-
+{_split_line(info)}
 Use it to measure time, memory and disk of every stage at full size, and to find what breaks. Never report a
 score computed on it as a quality figure: the images do not match the reports. The `{MARKER}` file beside this
 README makes every edgecap stage (data stats, train, evaluate, convert, bench) print and record that.
