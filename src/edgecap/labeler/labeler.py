@@ -42,6 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import regex_cache
 from .phrases import MultiMatcher, Span, compile_phrases, overlaps, spans
 
 if TYPE_CHECKING:  # Python 3.11+ only, annotations only
@@ -286,6 +287,7 @@ class Labeler:
         self._nf_empty = no_finding.get("label_when_empty", None)
         self._compile_modifiers(modifiers)
         self._multi = MultiMatcher(self._phrase_patterns())
+        regex_cache.save()  # the next process builds these regexes from their opcodes (regex_cache)
 
     # ---------------------------------------------------------------- construction
     def _compile_observations(self, observations: Mapping, no_finding: Mapping) -> list[_ObsRules]:
@@ -307,11 +309,11 @@ class Labeler:
     def _compile_modifiers(self, m: Mapping) -> None:
         """modifiers.json -> the sentence splitter, clause / scope breakers, windows and trigger regexes."""
         self._anon = str(m.get("anonymisation_token", "xxxx")).lower()
-        self._sent_rx = re.compile(m.get("sentence_split", r"[.?!;](?=\s|$)|\n+"))
+        self._sent_rx = regex_cache.compile(m.get("sentence_split", r"[.?!;](?=\s|$)|\n+"))
         self._clause_rx = compile_phrases(m.get("clause_terminators", []))
         self._scope_break_rx = compile_phrases(m.get("scope_breakers", []))
         breakers = compile_phrases(m.get("comma_breakers", []))
-        self._comma_break_rx = re.compile(r",\s*" + breakers.pattern) if breakers is not None else None
+        self._comma_break_rx = regex_cache.compile(r",\s*" + breakers.pattern) if breakers is not None else None
         self._pre_window = int(m.get("pre_window", 14))
         self._post_window = int(m.get("post_window", 8))
         self._trigger_rx = {

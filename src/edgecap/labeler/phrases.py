@@ -12,9 +12,12 @@ the caller lower-cases the text.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import weakref
 from collections.abc import Iterable
+
+from . import regex_cache
 
 Span = tuple[int, int]
 
@@ -66,13 +69,18 @@ def compile_phrases(phrases: Iterable[str]) -> re.Pattern | None:
     uniq = sorted({p.strip().lower() for p in phrases if p and p.strip()})
     if not uniq:
         return None
-    trie: dict = {}
-    for p in uniq:
-        node = trie
-        for tok in _phrase_tokens(p):
-            node = node.setdefault(tok, {})
-        node[""] = {}
-    rx = re.compile(PREFIX + _trie_regex(trie) + r"(?![\w])")
+
+    def build() -> str:
+        trie: dict = {}
+        for p in uniq:
+            node = trie
+            for tok in _phrase_tokens(p):
+                node = node.setdefault(tok, {})
+            node[""] = {}
+        return PREFIX + _trie_regex(trie) + r"(?![\w])"
+
+    key = "phrases:" + hashlib.sha256("\n".join(uniq).encode()).hexdigest()
+    rx = regex_cache.compile(regex_cache.source(key, build))
     _PHRASES[rx] = tuple(uniq)
     return rx
 
@@ -98,7 +106,7 @@ class MultiMatcher:
         self._phrases = sorted({p for rx in self.patterns for p in _PHRASES.get(rx, ())})
         guard = compile_phrases(self._phrases) if self._phrases else None
         guard_src = f"(?={guard.pattern[len(PREFIX) :]})" if guard is not None else r"(?=\w)"
-        self.rx = re.compile(PREFIX + guard_src + body + r"\w+")
+        self.rx = regex_cache.compile(PREFIX + guard_src + body + r"\w+")
 
     def scan(self, text: str) -> dict[int, list[Span]]:
         """``id(regex)`` -> its (start, end) match spans in ``text``, for every regex of the matcher."""
