@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from edgecap.cli.common import EXIT_FAILED, fail, print_table, quiet_tensorflow, require_module, threads_option
+from edgecap.convert.defaults import DECODER_SAMPLES, DEFAULT_SAMPLES, STEP_BATCH, VERIFY_STUDIES
 from edgecap.convert.modes import MODES, by_name, runtime_214_support
-from edgecap.convert.pipeline import DECODER_SAMPLES, DEFAULT_SAMPLES, STEP_BATCH, VERIFY_STUDIES
 
 
 def convert(

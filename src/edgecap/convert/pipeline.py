@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecap.convert.defaults import DECODER_SAMPLES, DEFAULT_SAMPLES, STEP_BATCH, VERIFY_STUDIES
 from edgecap.convert.modes import Mode, by_name
 from edgecap.data import rehearsal
-from edgecap.runtime.decoding import DEFAULT_BEAM
 from edgecap.runtime.manifest import DEFAULT_NOTICE, Manifest
 from edgecap.training.run_dir import RunDir
 
@@ -48,12 +48,6 @@ if TYPE_CHECKING:
     from edgecap.training.keras_step import KerasBundle
     from edgecap.training.model import CaptionModel
 
-DEFAULT_SAMPLES = 200  # calibration images (real first, then augmentations): encoder inputs, decoded by Keras
-DECODER_SAMPLES = 2000  # recorded decoder steps used to calibrate an int8 decoder
-VERIFY_STUDIES = 50  # studies whose reports are compared with Keras's
-# Rows of the decoder step model (the manifest's decoder.step_batch): one call advances a whole beam of the
-# caption default's size; a smaller batch is padded, a larger beam takes several calls (runtime.bundle.Bundle.step).
-STEP_BATCH = DEFAULT_BEAM
 
 
 def pin_to_one_cpu() -> None:
