@@ -331,3 +331,31 @@ def test_decode_split_accounts_for_the_loop():
     assert split["decode_ms"] >= split["interpreter_ms"] + split["tensor_io_ms"]
     again = cap.caption(sample_image(), beam=3)  # the timing wrappers are removed afterwards
     assert again.tokens == plain.tokens and cap.bundle.decoder.invoke == cap.bundle.decoder.interpreter.invoke
+
+
+def test_report_processes_take_turns_input_by_input(tmp_path):
+    """run_interleaved: two real report processes on the shipped bundle, alive together, never run a block at
+    the same time, and take turns on every input, the round's first turn rotating; a process whose task fails
+    is that task's failure only."""
+    from edgecap.benchmarks.processes import run_interleaved
+
+    studies = [[str(p), None] for p in sorted((sample_dir() / "images").glob("CXR[1-3]*.png"))[:3]]
+    task = {"kind": "reports", "threads": 1, "beam": 1, "warmup": 1, "inputs": studies, "split_inputs": 1}
+    bundle = str(default_bundle_path())
+    a, b, broken = run_interleaved(
+        [({**task, "bundle": bundle}, True), ({**task, "bundle": bundle}, True),
+         ({**task, "bundle": str(tmp_path / "missing")}, True)],  # fmt: skip
+        timeout=300,
+    )
+    assert a["status"] == b["status"] == "ok" and broken["status"] == "failed"
+    assert "missing" in broken["error"]
+    spans = []  # (start, end, process, input): each measured report's wall-clock interval
+    for who, r in (("a", a), ("b", b)):
+        spans += [(x["started"], x["started"] + x["total_ms"] / 1e3, who, i) for i, x in enumerate(r["reports"])]
+    spans.sort()
+    assert all(end <= nxt[0] for (_, end, *_), nxt in zip(spans, spans[1:]))  # one report at a time
+    order = [(who, i) for _, _, who, i in spans]
+    assert [i for _, i in order] == [0, 0, 1, 1, 2, 2]  # every input of both before the next input of either
+    firsts = [order[k][0] for k in (0, 2, 4)]
+    assert firsts[0] != firsts[1] != firsts[2]  # the round's first turn rotates
+    assert [x["tokens"] for x in a["reports"]] == [x["tokens"] for x in b["reports"]]

@@ -3,10 +3,12 @@
     peak = measure_all(rows, plan, inputs, log)   # fills the rows; -> the result's "peak"
 
 Per row and thread count: benchmark_model's five figures of each model file (the Keras row: encoder and
-decoder step, compiled and eager, in one TensorFlow task; the eager figures then move to the keras-eager row),
-and whole reports through runtime.captioner.Captioner with the decode loop's split; the first thread count's
-reports are kept for drift (Variant.reports). Then the CPU's int8 / float32 matmul peak, a TensorFlow-free
-`edgecap caption` process per bundle (cold start, peak RSS), and each bundle encoder's share of that peak.
+decoder step, compiled and eager, in one TensorFlow task; the eager figures then move to the keras-eager row).
+Then, per thread count, whole reports through runtime.captioner.Captioner with the decode loop's split, every
+row's process alive at once and taking turns input by input (processes.run_interleaved), so that the ratios
+between rows carry no machine drift; the first thread count's reports are kept for drift (Variant.reports).
+Then the CPU's int8 / float32 matmul peak, a TensorFlow-free `edgecap caption` process per bundle (cold start,
+peak RSS), and each bundle encoder's share of that peak.
 A failed task is its row's status ("partial" / "failed") and error, never an exception.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecap.benchmarks.plan import BenchOptions, Plan
-from edgecap.benchmarks.processes import caption_process, run_task
+from edgecap.benchmarks.processes import caption_process, run_interleaved, run_task
 from edgecap.benchmarks.rows import Variant
 from edgecap.runtime.manifest import Manifest, ManifestError
 
@@ -31,12 +33,25 @@ def measure_all(rows: list[Variant], plan: Plan, inputs: InputSet, log: Callable
     """Measure every row that is not failed (see the module docstring) -> the CPU's matmul peak."""
     opt = plan.options
     studies, image = inputs.studies(), inputs.inputs[0].frontal
+    live = [v for v in rows if v.status == "ok"]
     for v in rows:
         if v.status != "ok":
             log(f"{v.name}: {v.status}: {v.error}")
-            continue
-        log(f"measuring {v.name} ...")
-        measure_variant(v, studies, image, plan)
+    failures: dict[str, list[str]] = {v.name: [] for v in live}
+    for v in live:
+        log(f"measuring {v.name}: model files ...")
+        failures[v.name] += measure_models(v, image, plan)
+    for n in plan.threads:
+        # eager Keras: whole reports at one thread count only, on a few studies (each takes seconds)
+        group = [v for v in live if not (v.kind == "keras" and v.eager and n != plan.first_threads)]
+        log(f"whole reports at {n} thread(s), interleaved input by input: {', '.join(v.name for v in group)} ...")
+        tasks = [(_reports_task(v, n, studies, opt), v.kind != "keras") for v in group]
+        for v, r in zip(group, run_interleaved(tasks, opt.timeout_s)):
+            failures[v.name] += _take_reports(v, r, n, n == plan.first_threads)
+    for v in live:
+        if failures[v.name]:
+            v.status = "failed" if not v.report else "partial"
+            v.error = "; ".join(failures[v.name])
     _move_eager_models(rows)
     peak = measure_peak(plan, log)
     for v in rows:
@@ -47,13 +62,12 @@ def measure_all(rows: list[Variant], plan: Plan, inputs: InputSet, log: Callable
     return peak
 
 
-def measure_variant(v: Variant, studies: list[list[str | None]], image: str, plan: Plan) -> None:
-    """Fill v.models (five figures per file and thread count), v.report (whole reports per thread count),
-    v.size, and v.reports (the first thread count's reports, for drift); failures make v partial or failed."""
+def measure_models(v: Variant, image: str, plan: Plan) -> list[str]:
+    """Fill v.models (five figures per file and thread count) and v.size; v.report starts empty (whole reports
+    are measured interleaved across variants, measure_all). -> failures."""
     keras = v.kind == "keras"
     models: dict = {}
-    report: dict = {}
-    v.models, v.report = models, report
+    v.models, v.report = models, {}
     failures: list[str] = []
     manifest = None if keras else Manifest.load(v.folder)
     v.size = keras_size(v.folder) if keras else bundle_size(v.folder)
@@ -62,12 +76,7 @@ def measure_variant(v: Variant, studies: list[list[str | None]], image: str, pla
             failures += _keras_models(v, models, n, image, plan.options)
         elif manifest is not None:
             failures += _bundle_models(v.folder, models, manifest, n, image, plan.options)
-        if keras and v.eager and n != plan.first_threads:
-            continue  # eager whole reports: one thread count, a few studies (each takes seconds)
-        failures += _reports(v, report, n, studies, n == plan.first_threads, plan.options)
-    if failures:
-        v.status = "failed" if not v.report else "partial"
-        v.error = "; ".join(failures)
+    return failures
 
 
 def _keras_models(v: Variant, models: dict, n: int, image: str, opt: BenchOptions) -> list[str]:
@@ -111,13 +120,9 @@ def _bundle_models(folder: Path, models: dict, manifest: Manifest, n: int, image
     return failures
 
 
-def _reports(
-    v: Variant, report: dict, n: int, studies: list[list[str | None]], keep: bool, opt: BenchOptions
-) -> list[str]:
-    """Whole reports at n threads into `report` (eager Keras: 3 studies); `keep` stores their tokens and texts
-    for drift (v.reports); sets v.interpreter. -> failures."""
-    keras = v.kind == "keras"
-    few = keras and v.eager
+def _reports_task(v: Variant, n: int, studies: list[list[str | None]], opt: BenchOptions) -> dict:
+    """The worker's "reports" task of row v at n threads (eager Keras: 3 studies)."""
+    few = v.kind == "keras" and v.eager
     task = {
         "kind": "reports",
         "threads": n,
@@ -126,15 +131,20 @@ def _reports(
         "inputs": studies[:3] if few else studies,
         "split_inputs": 2 if few else (5 if opt.quick else 20),
     }
-    task.update({"keras_run": v.path, "eager": v.eager} if keras else {"bundle": v.path})
-    r = run_task(task, opt.timeout_s, tf_free=not keras)
+    task.update({"keras_run": v.path, "eager": v.eager} if v.kind == "keras" else {"bundle": v.path})
+    return task
+
+
+def _take_reports(v: Variant, r: dict, n: int, keep: bool) -> list[str]:
+    """Whole reports at n threads into v.report; `keep` stores their tokens and texts for drift (v.reports);
+    sets v.interpreter. -> failures."""
     if r["status"] != "ok":
         return [f"reports at {n} thread(s): {r['error']}"]
     reports = r.pop("reports")
     if keep:
         v.reports = reports
     v.interpreter = r.pop("interpreter", None)
-    report[str(n)] = r
+    v.report[str(n)] = r
     return []
 
 

@@ -69,6 +69,8 @@ class Plan:
             "modes": self.modes,
             "bundles": [str(b) for b in self.bundles],
             "min_inputs": self.min_inputs,
+            # whole reports: every row's process alive at once, one report at a time, round-robin per input
+            "reports_order": "interleaved",
         }
 
     def reference_json(self) -> dict | None:

@@ -1,6 +1,7 @@
 """The bench's child processes: every figure of `edgecap bench` is measured in a fresh Python.
 
     r = run_task({"kind": "model", ...}, timeout=1800, tf_free=True)   # benchmarks.worker -> its JSON dict
+    rs = run_interleaved([(task, tf_free), ...], timeout=1800)          # the same, taking turns block by block
     r = caption_process(bundle, image, runs=3)                          # a real `edgecap caption` process
 
 A crash of LiteRT on one variant (a segfault in a kernel) or a timeout is that task's {"status": "failed",
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,89 @@ def run_task(task: dict, timeout: float, tf_free: bool) -> dict:
             tail = (proc.stderr or "").strip().splitlines()[-3:]
             return {"status": "failed", "error": f"worker process died (exit {proc.returncode}): {' | '.join(tail)}"}
         return json.loads(op.read_text())
+
+
+def run_interleaved(tasks: list[tuple[dict, bool]], timeout: float) -> list[dict]:
+    """Run benchmarks.worker tasks (task, tf_free) in processes alive together that take turns: each waits at
+    the gates of its task (worker.Gate: before its set-up and first reports, before each measured report,
+    before the decode split) and the parent lets exactly one process run one block at a time, round-robin,
+    starting each round one process further on. So the variants' reports interleave input by input: a
+    machine that speeds up or slows down during the bench moves every variant alike, and their ratios carry
+    no drift. A process that crashes, or whose block outlasts `timeout`, is that task's failure; the others
+    go on. -> one result per task, in order (run_task's form)."""
+    with tempfile.TemporaryDirectory(prefix="edgecap-bench-") as d:
+        turns = [_Turn.start(k, task, tf_free, Path(d)) for k, (task, tf_free) in enumerate(tasks)]
+        live = [t for t in turns if t.arrive(timeout)]  # imports done, at the first gate (not measured)
+        rounds = 0
+        while live:
+            first = rounds % len(live)
+            for t in live[first:] + live[:first]:
+                t.go()
+                t.arrive(timeout)  # its block is over: at its next gate, or finished
+            live = [t for t in live if t.open]
+            rounds += 1
+        return [t.result() for t in turns]
+
+
+class _Turn:
+    """One interleaved worker process and its two gate pipes (parent -> child "g", child -> parent "r")."""
+
+    def __init__(self, proc: subprocess.Popen, go_w: int, ready_r: int, out: Path, err: Path):
+        self.proc, self.go_w, self.ready_r, self.out, self.err = proc, go_w, ready_r, out, err
+        self.open, self.problem = True, ""
+
+    @classmethod
+    def start(cls, k: int, task: dict, tf_free: bool, d: Path) -> _Turn:
+        tp, out, err = d / f"task{k}.json", d / f"out{k}.json", d / f"err{k}.txt"
+        tp.write_text(json.dumps(task))
+        go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        env = {**child_env(tf_free), "EDGECAP_BENCH_GATE": f"{go_r},{ready_w}"}
+        with open(err, "w") as ef:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecap.benchmarks.worker", str(tp), str(out)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=ef,
+                pass_fds=(go_r, ready_w),
+            )
+        os.close(go_r)
+        os.close(ready_w)
+        return cls(proc, go_w, ready_r, out, err)
+
+    def arrive(self, timeout: float) -> bool:
+        """Wait until the process is at a gate (True) or has ended (False: the pipe closed, or `timeout`)."""
+        ready, _, _ = select.select([self.ready_r], [], [], timeout)
+        if ready and os.read(self.ready_r, 1) == b"r":
+            return True
+        if not ready:
+            self.problem = f"timed out after {timeout:.0f} s"
+            self.proc.kill()
+        self.close()
+        return False
+
+    def go(self) -> None:
+        try:
+            os.write(self.go_w, b"g")
+        except BrokenPipeError:
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.go_w)
+            os.close(self.ready_r)
+            self.proc.wait()
+
+    def result(self) -> dict:
+        self.close()
+        if self.problem:
+            return {"status": "failed", "error": self.problem}
+        if not self.out.is_file():
+            tail = self.err.read_text(errors="replace").strip().splitlines()[-3:]
+            died = f"worker process died (exit {self.proc.returncode}): {' | '.join(tail)}"
+            return {"status": "failed", "error": died}
+        return json.loads(self.out.read_text())
 
 
 # Runs `edgecap caption ...` (edgecap.cli as __main__) and, at exit, writes the process's own peak RSS (VmHWM)

@@ -246,6 +246,32 @@ def _keras_figures(make, eager: bool, image_path: str, r: dict) -> tuple[dict, d
     return encoder, {**step, "rows": BEAM_ROWS}
 
 
+class Gate:
+    """Turns shared with the other variants' report processes (benchmarks.processes.run_interleaved): wait()
+    says "ready" on the gate's write pipe (the previous block is over) and blocks until the parent says "go".
+    The parent lets one process run one block at a time, round-robin: every variant's reports are measured
+    in the same minutes, so a machine that drifts (clock, other load) moves all of them alike. Without
+    $EDGECAP_BENCH_GATE (a task run on its own) wait() returns at once."""
+
+    def __init__(self, read_fd: int | None = None, write_fd: int | None = None):
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    @classmethod
+    def from_env(cls) -> Gate:
+        fds = os.environ.get("EDGECAP_BENCH_GATE")
+        if not fds:
+            return cls()
+        r, w = (int(x) for x in fds.split(","))
+        return cls(r, w)
+
+    def wait(self) -> None:
+        if self.read_fd is None or self.write_fd is None:
+            return
+        os.write(self.write_fd, b"r")
+        if os.read(self.read_fd, 1) != b"g":  # the parent closed the pipe: it gave up on this process
+            raise RuntimeError("the bench stopped interleaving this process")
+
+
 def task_reports(t: dict) -> dict:
     """Whole reports through runtime.captioner.Captioner, on a bundle (t["bundle"]) or a Keras run
     (t["keras_run"], t["eager"]). -> init, first report, per-report latencies and stages, decode split, tokens."""
@@ -255,6 +281,8 @@ def task_reports(t: dict) -> dict:
     from edgecap.runtime.captioner import Captioner
 
     base = rss_mb()
+    turn = Gate.from_env()
+    turn.wait()  # interleaved with the other variants' processes: one block at a time (Gate)
     t0 = time.perf_counter()
     if keras:
         captioner = Captioner(keras_reference(t["keras_run"])(t.get("eager", False)))
@@ -274,11 +302,14 @@ def task_reports(t: dict) -> dict:
     rows: list[dict] = []
     totals: list[float] = []
     for frontal, lateral in studies:
+        turn.wait()
+        started = time.time()
         rep = captioner.caption(frontal, lateral, beam=beam)
         tm = rep.timings
         totals.append(tm["total_ms"])
         rows.append(
             {
+                "started": started,  # wall clock: shows the turns taken with other variants (Gate)
                 "tokens": rep.tokens,
                 "text": rep.text,
                 "total_ms": tm["total_ms"],
@@ -291,6 +322,7 @@ def task_reports(t: dict) -> dict:
             }
         )
     stages = {k: float(np.mean([r["stages"][k] for r in rows])) for k in rows[0]["stages"]}
+    turn.wait()
     split = decode_split(captioner, studies[: t.get("split_inputs", 20)], beam, keras)
     return {
         "init_ms": init_ms,
