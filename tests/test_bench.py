@@ -212,9 +212,17 @@ def test_check_parsing_and_evaluation():
             "note": "no bundle row matches this variant",
         }
     ]
-    for bad in ("identical", "x:identical>=", "identical>=0.9x", "foo>=1"):
+    for bad in ("identical", "x:identical>=", "identical>=0.9x", "foo>=1", "identical@2>=0.9"):
         with pytest.raises(checks.CheckSyntaxError):
             checks.parse(bad)
+    # a per-thread figure at a chosen thread count; one not measured says so; a miss says by how much
+    result["settings"]["threads"] = [1, 2]
+    result["ratios"]["a"]["speedup_vs_keras"] = {"1": 4.5, "2": 6.0}
+    per = {c["check"]: c for c in checks.evaluate(result, checks.parse("a:speedup@2>=7,a:speedup>=6,a:speedup@4>1"))}
+    assert per["a:speedup@2>=7"]["value"] == 6.0 and per["a:speedup@2>=7"]["note"] == "misses by 14% of the threshold"
+    assert per["a:speedup>=6"]["value"] == 4.5  # the first thread count measured
+    assert per["a:speedup@4>1"]["note"] == "not measured at 4 thread(s) (--threads 1,2)"
+    assert "int8:speedup@1>=6" in checks.TARGETS and "int8:cold_start_ms<=300" in checks.TARGETS
 
 
 def test_typed_rows_and_ratios_give_back_the_committed_result():
@@ -343,8 +351,11 @@ def test_report_processes_take_turns_input_by_input(tmp_path):
     task = {"kind": "reports", "threads": 1, "beam": 1, "warmup": 1, "inputs": studies, "split_inputs": 1}
     bundle = str(default_bundle_path())
     a, b, broken = run_interleaved(
-        [({**task, "bundle": bundle}, True), ({**task, "bundle": bundle}, True),
-         ({**task, "bundle": str(tmp_path / "missing")}, True)],  # fmt: skip
+        [
+            ({**task, "bundle": bundle}, True),
+            ({**task, "bundle": bundle}, True),
+            ({**task, "bundle": str(tmp_path / "missing")}, True),
+        ],  # fmt: skip
         timeout=300,
     )
     assert a["status"] == b["status"] == "ok" and broken["status"] == "failed"
