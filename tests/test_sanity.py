@@ -134,3 +134,14 @@ def test_float_and_uint16_rgb_inputs(skdata):
     cat = skdata.chelsea()
     assert _codes(cat.astype(np.float32) / 255) == ["not_grayscale"]
     assert _codes(cat.astype(np.uint16) * 257) == ["not_grayscale"]
+
+
+def test_percentiles_are_numpys():
+    """sanity.percentiles (partial sorts, no numpy.ma import) gives np.percentile's values exactly, on the grey
+    images the checks measure and on the edge cases of its interpolation (1 or 2 values, ties)."""
+    rng = np.random.default_rng(0)
+    cases = [rng.random((256, 300), dtype=np.float32), np.array([0.25], np.float32), np.array([0.0, 1.0], np.float32),
+             np.repeat(np.float32(0.5), 99), (rng.random(1000) * 255).astype(np.uint8)]  # fmt: skip
+    for x in cases:
+        qs = (1, 50, 99)
+        assert sanity.percentiles(x, qs) == [float(v) for v in np.percentile(x, qs)]
