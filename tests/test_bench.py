@@ -370,3 +370,25 @@ def test_report_processes_take_turns_input_by_input(tmp_path):
     firsts = [order[k][0] for k in (0, 2, 4)]
     assert firsts[0] != firsts[1] != firsts[2]  # the round's first turn rotates
     assert [x["tokens"] for x in a["reports"]] == [x["tokens"] for x in b["reports"]]
+
+
+@pytest.mark.tf
+def test_nearest_neighbour_baseline_encodes_each_study_once(tmp_path, monkeypatch):
+    """drift.baselines encodes every input study once (it re-encoded an input for every bank entry: inputs x
+    bank Keras calls, ~10,000 for a bench of 100 studies from a full-size folder), and each input's
+    neighbour is the most similar other real study, never itself."""
+    from edgecap.benchmarks import drift
+    from edgecap.benchmarks.variants import shipped_reference
+    from edgecap.runtime import study
+
+    calls = []
+    real = study.encode_study_files
+    monkeypatch.setattr(study, "encode_study_files", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    inputs = build_inputs(sample_dir(), tmp_path, minimum=20, seed=0)
+    with_reference = [i for i in inputs.inputs if i.reference]
+    found = drift.baselines(shipped_reference(), inputs, log=lambda s: None)
+    assert len(calls) == len(with_reference)  # once each
+    nn = found["nearest-neighbour"]["hyps"]
+    assert set(nn) == {i.name for i in with_reference}
+    for i in with_reference:
+        assert nn[i.name] != i.reference or sum(j.reference == i.reference for j in with_reference if j.uid != i.uid)
