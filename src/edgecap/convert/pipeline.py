@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from edgecap.training.model import CaptionModel
 
 
-
 def pin_to_one_cpu() -> None:
     """Restrict this process to one CPU; call it before TensorFlow is imported (edgecap convert does).
 
