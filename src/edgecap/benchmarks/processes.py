@@ -114,6 +114,8 @@ class _Turn:
 
     def arrive(self, timeout: float) -> bool:
         """Wait until the process is at a gate (True) or has ended (False: the pipe closed, or `timeout`)."""
+        if not self.open:  # go() found the process gone
+            return False
         ready, _, _ = select.select([self.ready_r], [], [], timeout)
         if ready and os.read(self.ready_r, 1) == b"r":
             return True
