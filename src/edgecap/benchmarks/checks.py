@@ -26,9 +26,9 @@ import operator
 import re
 from dataclasses import dataclass
 
-# The targets of issue #15 (the table in docs/bench.md, `--check`): the int8 bundle's reports as good as Keras's, 6x / 7x
-# faster than compiled Keras at 1 / 2 threads, under a third of float32's size, a decode loop that is mostly
-# interpreter, and a one-image `edgecap caption` that starts in 300 ms within 110 MB.
+# The targets of issue #15 (the table in docs/bench.md, `--check`): the int8 bundle's reports as good as
+# Keras's, 6x / 7x faster than compiled Keras at 1 / 2 threads, under a third of float32's size, a decode loop
+# that is mostly interpreter, and a one-image `edgecap caption` that starts in 300 ms within 110 MB.
 TARGETS = ",".join(
     [
         "int8:identical>=0.95",
