@@ -67,3 +67,12 @@ def test_pattern_equality_is_the_check(monkeypatch):
     rx = regex_cache.compile(r"(?:pleural|pericardial) effusion")
     assert rx == re.compile(r"(?:pleural|pericardial) effusion") and regex_cache._enabled is False
     assert regex_cache._entries == {}
+
+
+def test_an_unwritable_cache_is_no_error(tmp_path):
+    """Where the cache folder cannot be made (here EDGECAP_CACHE is a file), the labeler still works, from re."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    out = _probe(blocker)
+    assert out["same"] and out["labels"][0]["Pneumothorax"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["not-a-folder"]  # nothing written beside it either

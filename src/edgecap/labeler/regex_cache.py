@@ -96,18 +96,24 @@ def save() -> None:
     global _new
     if not (_enabled and _new and _entries is not None):
         return
-    path = cache_file()
     with _lock:
         rows = [[pattern, flags, *entry] for (pattern, flags), entry in _entries.items()]
         data = json.dumps({"python": sys.version, "entries": rows, "sources": _sources}, separators=(",", ":"))
         _new = False
+    tmp = None
     try:
+        path = cache_file()  # RuntimeError where no home directory can be found (some device sandboxes)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".regex-", delete=False) as f:
+            tmp = f.name
             f.write(data.encode())
-        os.replace(f.name, path)  # atomic: a concurrent reader sees the old file or the new one
-    except OSError:
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+        tmp = None
+    except (OSError, RuntimeError):
         return
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _parts(pattern: str, flags: int) -> Entry:
