@@ -45,3 +45,38 @@ def test_evaluate_not_a_run(tmp_path, iu_data):
 def test_fetch_unknown_dataset(tmp_path):
     r = runner.invoke(app, ["data", "fetch", "mimic", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "only 'iu-xray'" in r.output
+
+
+def test_the_program_imports_only_its_commands_module():
+    """`edgecap caption ...` registers and imports the caption command only (a one-image report starts without
+    the conversion, bench, server, app or training code); `edgecap --help` and a mistyped command get every
+    command, as a library import of `app` does."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys; sys.argv = ['edgecap'] + sys.argv[1:]; import edgecap.cli as c, typer.main as t; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('edgecap.cli.', 'edgecap.convert', "
+        "'edgecap.serve', 'edgecap.benchmarks', 'edgecap.training'))))); "
+        "print(json.dumps(sorted(t.get_command(c.app).commands)))"
+    )
+
+    def run(*argv):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        modules, commands = out.stdout.splitlines()
+        return json.loads(modules), json.loads(commands)
+
+    modules, commands = run("caption", "x.png")
+    assert commands == ["caption"]
+    assert modules == ["edgecap.cli.caption", "edgecap.cli.common"]
+    every = {"app", "bench", "bundle", "caption", "convert", "data", "demo", "device-check", "evaluate", "label",
+             "serve", "train"}  # fmt: skip
+    for argv in (["--help"], ["captoin", "x.png"], []):
+        assert set(run(*argv)[1]) == every
+    assert set(typer_commands()) == every
+
+
+def typer_commands():
+    import typer.main
+
+    return typer.main.get_command(app).commands

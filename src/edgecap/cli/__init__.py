@@ -45,12 +45,12 @@ def _is_the_program() -> bool:
 if _is_the_program() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _quit_interrupted)  # until main() below: the command starts
 
+import importlib  # noqa: E402
 from typing import Any  # noqa: E402 (after the handler: Ctrl-C during these imports is handled)
 
 import typer  # noqa: E402
 
 from edgecap import __version__  # noqa: E402
-from edgecap.cli import bench, bundle, caption, convert, data, device_check, edge_app, label, serve, train  # noqa: E402
 
 
 class Edgecap(typer.Typer):
@@ -82,18 +82,48 @@ app = Edgecap(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(data.data_app, name="data")
-app.add_typer(bundle.bundle_app, name="bundle")
-app.command("caption")(caption.caption)
-app.command("convert")(convert.convert)
-app.command("serve")(serve.serve)
-app.command("app", help="The point-of-care app (Kivy), or a headless screenshot of a report.")(edge_app.app_command)
-app.command("bench")(bench.bench)
-app.command("device-check")(device_check.device_check)
-app.command("label", help="Label reports for 14 CheXpert-style observations (rule-based proxy).")(label.label)
-app.command("train")(train.train)
-app.command("evaluate")(train.evaluate)
-app.command("demo")(train.demo)
+# Each command's module, in the order `edgecap --help` lists them; `name` is the command (or group) on the
+# command line, `attr` what the module registers: a Typer group, or a command function with its help override.
+COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("data", "data", "data_app", None),
+    ("bundle", "bundle", "bundle_app", None),
+    ("caption", "caption", "caption", None),
+    ("convert", "convert", "convert", None),
+    ("serve", "serve", "serve", None),
+    ("app", "edge_app", "app_command", "The point-of-care app (Kivy), or a headless screenshot of a report."),
+    ("bench", "bench", "bench", None),
+    ("device-check", "device_check", "device_check", None),
+    ("label", "label", "label", "Label reports for 14 CheXpert-style observations (rule-based proxy)."),
+    ("train", "train", "train", None),
+    ("evaluate", "train", "evaluate", None),
+    ("demo", "train", "demo", None),
+)
+
+
+def _register(names: set[str] | None) -> None:
+    """Register the commands `names` (None: all), importing only their modules."""
+    for name, module, attr, help_text in COMMANDS:
+        if names is not None and name not in names:
+            continue
+        target = getattr(importlib.import_module(f"edgecap.cli.{module}"), attr)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name)
+        else:
+            app.command(name, help=help_text)(target)
+
+
+def _wanted(argv: list[str]) -> set[str] | None:
+    """The commands the program started as `edgecap ARGV` needs: its own command only when ARGV starts with one
+    (a one-image `edgecap caption` then imports neither the conversion, bench, server nor training code), else
+    all of them (`--help`, `--version`, a mistyped command: Click lists or suggests every command). A library
+    import (tests, `from edgecap.cli import app`) registers all."""
+    if not _is_the_program() or len(argv) < 2:
+        return None
+    known = {name for name, *_ in COMMANDS}
+    return {argv[1]} if argv[1] in known else None
+
+
+_register(_wanted(sys.argv))
 
 
 @app.callback(invoke_without_command=True)
