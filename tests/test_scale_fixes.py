@@ -69,18 +69,23 @@ def _studies(real, n):
     return cfg, outputs, refs
 
 
-def test_html_report_is_paged_and_bounded_per_study(sample_studies, tmp_path):
-    """At 590 studies the one inline-PNG page was ~200 MB (3.0 MB for 9). Now: every study a card, 25 to a page
-    here, each card a JPEG thumbnail: bytes per study bounded, pages linked, the rehearsal notice on each."""
-    cfg, outputs, refs = _studies(sample_studies, 60)
+def _scored(outputs, refs) -> dict:
+    """The "systems" of an EvalResult with the model's scores (no METEOR JVM, no PTB tokenizer)."""
     hyps = {o.uid: o.text for o in outputs}
-    systems = {
+    return {
         "model": {
             "metrics": nlg_scores(refs, hyps, tokenize=False, meteor=False),
             "clinical": clinical_scores(refs, hyps),
             "diversity": diversity(list(hyps.values())),
         }
     }
+
+
+def test_html_report_is_paged_and_bounded_per_study(sample_studies, tmp_path):
+    """At 590 studies the one inline-PNG page was ~200 MB (3.0 MB for 9). Now: every study a card, 25 to a page
+    here, each card a JPEG thumbnail: bytes per study bounded, pages linked, the rehearsal notice on each."""
+    cfg, outputs, refs = _studies(sample_studies, 60)
+    systems = _scored(outputs, refs)
     result = EvalResult("test", len(outputs), systems, [], ["a note"], [], NOTICE)
     pages = write_html(result, outputs, refs, cfg, tmp_path / "run", tmp_path / "e.html", per_page=25)
     assert [p.name for p in pages] == ["e.html", "e.html.p2.html", "e.html.p3.html"]
@@ -104,14 +109,7 @@ def test_html_report_is_paged_and_bounded_per_study(sample_studies, tmp_path):
 
 def test_html_one_page_without_rehearsal(sample_studies, tmp_path):
     cfg, outputs, refs = _studies(sample_studies, 3)
-    hyps = {o.uid: o.text for o in outputs}
-    systems = {
-        "model": {
-            "metrics": nlg_scores(refs, hyps, tokenize=False, meteor=False),
-            "clinical": clinical_scores(refs, hyps),
-            "diversity": diversity(list(hyps.values())),
-        }
-    }
+    systems = _scored(outputs, refs)
     result = EvalResult("test", 3, systems, [], [], [])
     pages = write_html(result, outputs, refs, cfg, Path("run"), tmp_path / "e.html")
     assert pages == [tmp_path / "e.html"]

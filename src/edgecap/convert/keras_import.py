@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecap.convert.modes import Mode, by_name
-from edgecap.convert.pipeline import ConvertError, ConvertOptions, ConvertResult, Studies, sign, signing_key
+from edgecap.convert.pipeline import (
+    ConvertError,
+    ConvertOptions,
+    ConvertResult,
+    Studies,
+    convert_parts,
+    pick_studies,
+    sign,
+    signing_key,
+)
 from edgecap.runtime.manifest import DecoderSpec, InputSpec, Manifest
 from edgecap.runtime.normalization import KERAS_APPS, NORMALIZATIONS, channel_stats
 
@@ -299,8 +308,8 @@ def convert_keras(
 def sources(ref: KerasReference, opts: ConvertOptions, log: Callable[[str], None]) -> Studies:
     """The packaged real sample's studies (frontal views) to verify on; --calibration (else the same) to
     calibrate on."""
-    from edgecap.convert.calibration import ImagePrep, readable_studies
-    from edgecap.convert.sources import SourceError, choose, find_studies
+    from edgecap.convert.calibration import ImagePrep
+    from edgecap.convert.sources import SourceError, find_studies
     from edgecap.resources import sample_dir
 
     try:
@@ -308,13 +317,7 @@ def sources(ref: KerasReference, opts: ConvertOptions, log: Callable[[str], None
         cal_pool = find_studies(opts.calibration, 1) if opts.calibration else verify_pool
     except SourceError as e:
         raise ConvertError(str(e)) from None
-    picked = choose(verify_pool.studies, opts.verify_studies, ("test", "val", "train"), SEED)
-    checked, problems = readable_studies(picked, ImagePrep.of(ref.keras, SEED))
-    for p in problems:
-        log(f"warning: unreadable verification image skipped: {p}")
-    if not checked:
-        raise ConvertError(f"{verify_pool.describe()}: no readable image to verify the bundle on")
-    return Studies(verify_pool, cal_pool, checked)
+    return pick_studies(verify_pool, cal_pool, opts.verify_studies, ImagePrep.of(ref.keras, SEED), SEED, log)
 
 
 def calibrate(
@@ -351,32 +354,14 @@ def export(
     ref: KerasReference, m: Mode, calib: Calibration | None, step_batch: int, out: Path, log: Callable[[str], None]
 ) -> dict[str, ModelFile]:
     """Encoder and decoder step converted at the mode's precisions, ops checked, written to out."""
-    from edgecap.convert.bundle_writer import SEQUENCE_TENSOR_NAMES, write_model
-    from edgecap.convert.export import ConversionError, convert_model
-    from edgecap.convert.flatbuffer import op_problems
-    from edgecap.convert.pipeline import _counted_dataset
+    from edgecap.convert.bundle_writer import SEQUENCE_TENSOR_NAMES
     from edgecap.training.keras_sequence import export_decoder, export_encoder
 
-    out.mkdir(parents=True, exist_ok=True)
     views = {
         "encoder": export_encoder(ref.encoder, ref.image_size),
         "decoder_step": export_decoder(ref.decoder, ref.info, ref.sequence_length, step_batch),
     }
-    files = {}
-    for part, keras_model in views.items():
-        setting = m.part(part)
-        rep = None
-        if setting.precision == "int8":
-            assert calib is not None
-            rep = _counted_dataset(calib, part, step_batch, log)
-        kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
-        log(f"converting {part} ({setting.precision}{kept})")
-        data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
-        files[part] = write_model(out, part, m, data, SEQUENCE_TENSOR_NAMES)
-        bad = op_problems(files[part].op_versions)
-        if bad:
-            raise ConversionError(f"{part}: {'; '.join(bad)}")
-    return files
+    return convert_parts(views, m, calib, step_batch, out, log, SEQUENCE_TENSOR_NAMES)
 
 
 def write_manifest(

@@ -182,8 +182,8 @@ def load(run: RunDir, log: Callable[[str], None] = print) -> Reference:
 def sources(ref: Reference, opts: ConvertOptions, log: Callable[[str], None]) -> Studies:
     """Verification studies from the run's data (held-out splits first), readable ones only; the calibration
     pool (opts.calibration, else the same data)."""
-    from edgecap.convert.calibration import ImagePrep, readable_studies
-    from edgecap.convert.sources import SourceError, choose, find_studies, run_source
+    from edgecap.convert.calibration import ImagePrep
+    from edgecap.convert.sources import SourceError, find_studies, run_source
 
     max_views, seed = ref.cfg.max_views, ref.cfg.train.seed
     try:
@@ -191,8 +191,17 @@ def sources(ref: Reference, opts: ConvertOptions, log: Callable[[str], None]) ->
         cal_pool = find_studies(opts.calibration, max_views) if opts.calibration else verify_pool
     except SourceError as e:
         raise ConvertError(str(e)) from None
-    picked = choose(verify_pool.studies, opts.verify_studies, ("test", "val", "train"), seed)
-    checked, problems = readable_studies(picked, ImagePrep(ref.cfg, seed))
+    return pick_studies(verify_pool, cal_pool, opts.verify_studies, ImagePrep(ref.cfg, seed), seed, log)
+
+
+def pick_studies(verify_pool, cal_pool, count: int, prep, seed: int, log: Callable[[str], None]) -> Studies:
+    """`count` verification studies of verify_pool (held-out splits first, seeded), readable ones only (the others
+    said as warnings); ConvertError when none is left. Shared by a run's and a user's Keras model's conversion."""
+    from edgecap.convert.calibration import readable_studies
+    from edgecap.convert.sources import choose
+
+    picked = choose(verify_pool.studies, count, ("test", "val", "train"), seed)
+    checked, problems = readable_studies(picked, prep)
     for p in problems:
         log(f"warning: unreadable verification image skipped: {p}")
     if not checked:
@@ -240,13 +249,29 @@ def export(
     ref: Reference, m: Mode, calib: Calibration | None, step_batch: int, out: Path, log: Callable[[str], None]
 ) -> dict[str, ModelFile]:
     """Each part converted at its mode's precision (int8 parts on `calib`), its ops checked, written to out."""
+    from edgecap.convert.export import export_views
+
+    return convert_parts(export_views(ref.model, step_batch), m, calib, step_batch, out, log)
+
+
+def convert_parts(
+    views: dict,
+    m: Mode,
+    calib: Calibration | None,
+    step_batch: int,
+    out: Path,
+    log: Callable[[str], None],
+    names: dict | None = None,
+) -> dict[str, ModelFile]:
+    """Each Keras view {part: model} converted at its mode's precision (int8 parts on `calib`), its ops checked,
+    written to out with the tensor `names` of its bundle kind (bundle_writer.write_model)."""
     from edgecap.convert.bundle_writer import write_model
-    from edgecap.convert.export import ConversionError, convert_model, export_views
+    from edgecap.convert.export import ConversionError, convert_model
     from edgecap.convert.flatbuffer import op_problems
 
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for part, keras_model in export_views(ref.model, step_batch).items():
+    for part, keras_model in views.items():
         setting = m.part(part)
         rep = None
         if setting.precision == "int8":
@@ -255,7 +280,7 @@ def export(
         kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
         log(f"converting {part} ({setting.precision}{kept})")
         data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
-        files[part] = write_model(out, part, m, data)
+        files[part] = write_model(out, part, m, data, names)
         bad = op_problems(files[part].op_versions)
         if bad:
             raise ConversionError(f"{part}: {'; '.join(bad)}")
