@@ -137,8 +137,10 @@ class Config:
         return build(cls, d)
 
     def save(self, path: Path) -> None:
-        """Write config.json (indented JSON)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write config.json (indented JSON), atomically: a training worker may be reading it."""
+        from edgecap.runtime.files import write_atomically
+
+        write_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Config":

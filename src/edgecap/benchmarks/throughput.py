@@ -29,7 +29,6 @@ Limits:
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.convert.flatbuffer import _schema
+from edgecap.runtime.files import write_atomically
 
 COUNTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL")
 
@@ -245,9 +245,7 @@ def peak_model_bytes(kind: str, shape: tuple[int, int, int], cache_dir: Path | N
         return path.read_bytes()
     data = build_peak_model(kind, shape)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    write_atomically(path, data)  # a concurrent reader never sees half a file
     return data
 
 

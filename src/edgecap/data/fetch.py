@@ -46,6 +46,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from edgecap.runtime.files import write_atomically
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "ENV_BASE_URL",
@@ -185,9 +187,7 @@ def _write_sum(out_dir: Path, name: str, digest: str) -> None:
     path = out_dir / SHA256SUMS_NAME
     sums = _read_sums(path)
     sums[name] = digest
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, "".join(f"{d}  {n}\n" for n, d in sorted(sums.items())))
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.IGNORECASE)

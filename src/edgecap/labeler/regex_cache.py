@@ -24,10 +24,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
+
+from edgecap.runtime.files import write_atomically
 
 try:  # CPython's regex engine and compiler: present on every CPython, private, hence the guard
     import _sre
@@ -100,20 +101,12 @@ def save() -> None:
         rows = [[pattern, flags, *entry] for (pattern, flags), entry in _entries.items()]
         data = json.dumps({"python": sys.version, "entries": rows, "sources": _sources}, separators=(",", ":"))
         _new = False
-    tmp = None
     try:
         path = cache_file()  # RuntimeError where no home directory can be found (some device sandboxes)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".regex-", delete=False) as f:
-            tmp = f.name
-            f.write(data.encode())
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
-        tmp = None
+        write_atomically(path, data)  # a concurrent reader sees the old file or the new one
     except (OSError, RuntimeError):
         return
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _parts(pattern: str, flags: int) -> Entry:

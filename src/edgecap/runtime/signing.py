@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecap.runtime.bundle import BundleError, check_files
+from edgecap.runtime.files import write_atomically
 from edgecap.runtime.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
@@ -353,12 +354,9 @@ def sign_bundle(folder: str | Path, key: str | Path | SigningKey, signer: str | 
         "signature": base64.b64encode(signing.private.sign(data)).decode(),
     }
     path = root / SIGNATURE_NAME
-    tmp = root / f".{SIGNATURE_NAME}.tmp"
     try:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # a reader sees the old signature or the new one, never half of one
+        write_atomically(path, json.dumps(record, indent=2) + "\n")  # a reader never sees half a signature
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise SignatureError(f"{path}: cannot write the signature ({e.strerror or e})") from None
     return Signer(record["signer"], record["key_id"], record["created"])
 

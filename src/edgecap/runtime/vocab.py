@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from edgecap.runtime.files import write_atomically
 from edgecap.runtime.text import render_report, tokenize
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -106,7 +107,7 @@ class Vocabulary:
         return d
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        write_atomically(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:

@@ -15,9 +15,9 @@ The signature covers everything that changes the maps (encoder, image size, norm
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgecap.config import Config
+from edgecap.runtime.files import write_atomically
 from edgecap.runtime.preprocess import normalize
 from edgecap.training.augment import AUGMENT_IMPL, AugmentConfig, augment
 from edgecap.training.dataset import load_gray
@@ -111,12 +112,8 @@ class MapCache:
 
 
 def _save_atomically(target: Path, array: np.ndarray) -> None:
-    """np.save to a temporary name in the same folder, then rename: a run killed mid-write (or two workers
-    encoding the same image) never leaves a truncated .npy that a later run would take as cached."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """np.save, written whole or not at all (runtime.files): a run killed mid-write (or two workers encoding the
+    same image) never leaves a truncated .npy that a later run would take as cached."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_atomically(target, buf.getvalue())

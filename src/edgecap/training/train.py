@@ -33,6 +33,7 @@ import numpy as np
 
 from edgecap.config import Config
 from edgecap.data import iu_xray, rehearsal, splits
+from edgecap.runtime.files import write_atomically
 from edgecap.runtime.text import clean_report
 from edgecap.runtime.vocab import Vocabulary
 from edgecap.training.dataset import Example, load_gray, make_examples, readable, token_arrays, view_mask
@@ -195,7 +196,8 @@ def prepare_run(
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(rd.config)
     vocab.save(rd.vocab)
-    rd.split.write_text(
+    write_atomically(
+        rd.split,
         json.dumps(
             {
                 "source": ds.split_source,
@@ -205,7 +207,7 @@ def prepare_run(
             },
             indent=0,
         )
-        + "\n"
+        + "\n",
     )
     return cfg, vocab, ds
 
@@ -337,7 +339,7 @@ class Trainer:
     def save_resume(self, rd: RunDir, state: dict) -> None:
         self.model.save_weights(rd.last)
         np.savez(rd.optimizer, *[np.asarray(v) for v in self.optimizer.variables])
-        rd.state.write_text(json.dumps(state, indent=1) + "\n")
+        write_atomically(rd.state, json.dumps(state, indent=1) + "\n")  # workers read it to resume
 
     def load_resume(self, rd: RunDir) -> dict:
         self.model.load_weights(rd.last)
