@@ -38,13 +38,45 @@ def test_mode_table_is_consistent():
     assert MODES["float32"].thresholds.min_identical == MODES["float16"].thresholds.min_identical == 1.0
     assert MODES["float32"].thresholds.tie_margin == MODES["float16"].thresholds.tie_margin == 0.0
     assert MODES["int8"].thresholds.min_identical >= 0.95 and MODES["int8"].needs_calibration
-    # the measured decision: int8 = float16 encoder + int8 decoder; int8-full quantizes the encoder too
-    assert (MODES["int8"].encoder.precision, MODES["int8"].decoder.precision) == ("float16", "int8")
+    # the measured decision: int8 = int8 encoder with its worst small layers in float32 + int8 decoder; int8-full
+    # quantizes every encoder layer
+    assert (MODES["int8"].encoder.precision, MODES["int8"].decoder.precision) == ("int8", "int8")
+    assert MODES["int8"].encoder.float_layers > 0 and MODES["int8-full"].encoder.float_layers == 0
     assert (MODES["int8-full"].encoder.precision, MODES["int8-full"].decoder.precision) == ("int8", "int8")
     assert not MODES["dynamic"].tflite_runtime_214 and MODES["int8"].tflite_runtime_214
     assert len(table_rows()) == len(MODES) + 1
     with pytest.raises(ValueError, match="unknown mode"):
         by_name("int4")
+
+
+def test_weights_per_output_reads_the_shipped_encoder():
+    """Each operator's constant inputs, counted from the flatbuffer: EfficientNet-Lite0's stem is a 3x3 convolution
+    from 3 to 32 channels (864 weights + 32 biases, batch norm folded in) and the projection 1280 -> 256."""
+    from edgecap.convert.flatbuffer import weights_per_output
+    from edgecap.runtime.captioner import default_bundle_path
+
+    sizes = weights_per_output((default_bundle_path() / "encoder_int8.tflite").read_bytes())
+    (stem,) = [n for name, n in sizes.items() if "/stem_relu6" in name.split(";")[0]]
+    (projection,) = [n for name, n in sizes.items() if name.startswith("encoder_1/project_1/Tensordot/MatMul")]
+    assert (stem, projection) == (3 * 3 * 3 * 32 + 32, 1280 * 256 + 256)
+
+
+@pytest.mark.tf
+def test_rank_layers_orders_small_layers_by_their_own_error():
+    """rmse / scale, largest first; a layer over the weight limit or without weights is never picked."""
+    from edgecap.convert.export import rank_layers
+
+    header = "op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,scale,zero_point,tensor_name"
+    rows = [
+        ("CONV_2D", 0.0009, 0.01, "small_bad"),  # rmse 0.03, 3.0 steps
+        ("CONV_2D", 0.0001, 0.02, "small_ok"),  # 0.5 steps
+        ("CONV_2D", 0.01, 0.01, "big_worst"),  # 10 steps, but 200,000 weights
+        ("ADD", 0.01, 0.01, "no_weights"),
+        ("DEPTHWISE_CONV_2D", 0.0004, 0.01, "small_mid"),  # 2.0 steps
+    ]
+    csv = "\n".join([header] + [f"{op},0,1,0,0,0,{mse},{scale},0,{name}" for op, mse, scale, name in rows])
+    weights = {"small_bad": 900, "small_ok": 900, "big_worst": 200_000, "small_mid": 300}
+    assert rank_layers(csv, weights, max_weights=100_000) == ["small_bad", "small_mid", "small_ok"]
 
 
 def test_cli_flags_come_from_the_table():
@@ -121,7 +153,11 @@ def test_int8_calibration_is_real_and_recorded(overfit_run, tmp_path_factory):
         assert r.manifest.files["decoder_step"].precision == "int8"
         assert r.manifest.mode_settings["decoder"]["float_ops"] == list(MODES[mode].decoder.float_ops)
         assert "QUANTIZE" in r.manifest.files["decoder_step"].ops  # int8 kernels inside, float32 at the edges
-    assert converted(overfit_run[0], "int8", tmp_path_factory).manifest.files["encoder"].precision == "float16"
+    mixed = converted(overfit_run[0], "int8", tmp_path_factory)
+    assert mixed.manifest.files["encoder"].precision == "int8"
+    assert mixed.manifest.mode_settings["encoder"]["float_layers"] == MODES["int8"].encoder.float_layers > 0
+    kept = [line for line in mixed.log if line.startswith("selective quantization:")]
+    assert kept == [kept[0]] and f"{MODES['int8'].encoder.float_layers} layers kept in float32" in kept[0]
     full = converted(overfit_run[0], "int8-full", tmp_path_factory).manifest.files["encoder"]
     assert full.precision == "int8" and "QUANTIZE" in full.ops
     assert converted(overfit_run[0], "float32", tmp_path_factory).manifest.calibration is None

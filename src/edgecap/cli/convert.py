@@ -5,8 +5,9 @@
     edgecap convert --keras model.keras --tokenizer tokenizer.json --encoder-app DenseNet121 \
         --encoder-weights densenet121_notop.h5 --out bundles/mine-int8 --int8      (a user's Keras captioner)
 
-Modes (convert.modes.MODES): --float32, --float16, --dynamic, --int8 (float16 encoder + int8 decoder, the
-edge default), --int8-full (int8 encoder too, where its verification passes).
+Modes (convert.modes.MODES): --float32, --float16, --dynamic, --int8 (int8 encoder with its most error-prone small
+layers in float32 + int8 decoder, the edge default), --int8-full (every encoder layer int8, where its
+verification passes).
 
 One flag per row of convert.modes.MODES (the function's signature is built from the table); the defaults of
 --samples, --decoder-samples, --verify-studies and --step-batch are convert.pipeline's. --sign-key signs the

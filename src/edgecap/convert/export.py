@@ -14,14 +14,20 @@ Needs TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
+import itertools
+import math
 import warnings
 from collections.abc import Callable, Iterator
 
-from edgecap.convert.modes import PRECISIONS
+from edgecap.convert.flatbuffer import weights_per_output
+from edgecap.convert.modes import FLOAT_LAYER_MAX_WEIGHTS, PRECISIONS
 from edgecap.runtime.native_logs import native_stderr
 from edgecap.training.model import CaptionModel
 from edgecap.training.tf_env import keras, tf
+
+DEBUG_SAMPLES = 60  # calibration samples the quantization debugger measures each layer's error on
 
 
 class ConversionError(RuntimeError):
@@ -42,6 +48,8 @@ def convert_model(
     precision: str,
     representative: Callable[[], Iterator[dict]] | None = None,
     float_ops: tuple[str, ...] = (),
+    float_layers: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> bytes:
     """One Keras model -> .tflite bytes.
 
@@ -51,6 +59,8 @@ def convert_model(
             names (never lists: the converter's input order is not Keras's, and h / c share a shape).
         float_ops: int8 only: operator types to leave in float32 (selective quantization through
             tf.lite.experimental.QuantizationDebugger, which calibrates with the same representative data).
+        float_layers: int8 only: also leave in float32 this many layers, those of largest own quantization
+            error among the small ones (rank_layers); `log` gets their names.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
@@ -67,23 +77,70 @@ def convert_model(
         conv.representative_dataset = representative
         # inputs and outputs stay float32: int8 h / c would need re-quantising between steps (docs/toolchain.md)
         conv.inference_input_type = conv.inference_output_type = tf.float32
-    elif float_ops:
-        raise ValueError("float_ops needs precision int8")
+    elif float_ops or float_layers:
+        raise ValueError("float_ops and float_layers need precision int8")
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr():
             warnings.simplefilter("ignore")  # the SavedModel listing (stdout), notices, the calibrator's C++ lines
-            if float_ops:
-                return _selective_int8(conv, representative, float_ops)
+            if float_ops or float_layers:
+                return _selective_int8(conv, representative, float_ops, float_layers, log or (lambda s: None))
             return bytes(conv.convert())
     except Exception as e:  # the converter raises a variety of types (ConverterError, RuntimeError, ...)
         raise ConversionError(f"{model.name} ({precision}): {type(e).__name__}: {str(e)[-2000:]}") from e
 
 
-def _selective_int8(conv, representative, float_ops: tuple[str, ...]) -> bytes:
-    """Calibrate as usual, then quantize every operator except the types in float_ops (float32 I/O)."""
+def _selective_int8(
+    conv, representative, float_ops: tuple[str, ...], float_layers: int, log: Callable[[str], None]
+) -> bytes:
+    """Calibrate once, then quantize every operator except the types in float_ops and the `float_layers` layers
+    rank_layers picks (float32 I/O)."""
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # float kernels allowed for float_ops
+    order: list[str] = []  # the quantized model's input names: the debugger feeds lists in that order
+
+    def as_lists():  # the first DEBUG_SAMPLES calibration samples: rankings are stable from ~50 on
+        for sample in itertools.islice(representative(), DEBUG_SAMPLES):
+            yield [sample[name] for name in order]
+
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=representative, debug_options=options
-    )
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=as_lists, debug_options=options)
+    if float_layers:
+        names = [d["name"] for d in tf.lite.Interpreter(model_content=debugger.quant_model).get_input_details()]
+        order[:] = [_input_key(n, next(iter(representative())).keys()) for n in names]
+        debugger.run()  # each layer's output against its float computation from the same inputs
+        stats = io.StringIO()
+        debugger.layer_statistics_dump(stats)
+        kept = rank_layers(stats.getvalue(), weights_per_output(debugger.get_nondebug_quantized_model()))[:float_layers]
+        log(f"selective quantization: {len(kept)} layers kept in float32: {', '.join(_short(k) for k in kept)}")
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(float_ops), denylisted_nodes=kept
+        )
     return bytes(debugger.get_nondebug_quantized_model())
+
+
+def rank_layers(stats_csv: str, weights: dict[str, int], max_weights: int = FLOAT_LAYER_MAX_WEIGHTS) -> list[str]:
+    """Output tensor names of the quantized layers, largest own quantization error first: rmse / scale of the
+    layer's int8 output against its float computation from the same int8 inputs (the debugger's layer statistics;
+    ~0.29, uniform rounding, for a well-quantized layer). Layers with more than max_weights weights are left out
+    (each kept layer stores float32 weights), and so are those with no weights (reshapes, additions: keeping
+    them in float32 moves no error)."""
+    rows = []
+    for r in csv.DictReader(io.StringIO(stats_csv)):
+        name, scale = r["tensor_name"], float(r["scale"] or 0)
+        if scale > 0 and 0 < weights.get(name, 0) <= max_weights:
+            rows.append((math.sqrt(float(r["mean_squared_error"])) / scale, name))
+    return [name for _, name in sorted(rows, key=lambda x: -x[0])]
+
+
+def _input_key(tensor: str, keys) -> str:
+    """The representative dict's key of an interpreter input ("serving_default_image:0" -> "image")."""
+    base = tensor.split(":")[0].removeprefix("serving_default_")
+    for k in keys:
+        if k == base:
+            return k
+    raise ConversionError(f"input {tensor!r} is not one of the calibration samples' {sorted(keys)}")
+
+
+def _short(name: str) -> str:
+    """A converter tensor name's first path, without the outer model's name: "efficientnet_lite0_1/stem_relu6_1/
+    Relu6" (the full names repeat every fused operation)."""
+    return name.split(";")[0].split("/", 1)[-1]

@@ -3,6 +3,7 @@ TensorFlow). The converter stores the list in the manifest, so a device never ne
 
     ops = read_ops(path.read_bytes())      # {"CONV_2D": 3, "FULLY_CONNECTED": 9, ...} name -> highest version
     problems = op_problems(ops)            # [] when every op is a builtin a plain interpreter runs
+    sizes = weights_per_output(data)       # {output tensor name: weights of the op that writes it}
 """
 
 from __future__ import annotations
@@ -36,6 +37,40 @@ def read_ops(data: bytes) -> dict[str, int]:
             name = f"CUSTOM:{(oc.CustomCode() or b'').decode()}"
         ops[name] = max(ops.get(name, 0), oc.Version())
     return dict(sorted(ops.items()))
+
+
+def weights_per_output(data: bytes) -> dict[str, int]:
+    """.tflite bytes -> {output tensor name of each operator of the main graph: elements of its constant inputs
+    (weights and biases)}. Selective quantization (convert.export) uses it to keep only small layers in float."""
+    schema = _schema()
+    model = schema.Model.GetRootAs(bytearray(data), 0)
+    graph = model.Subgraphs(0)
+
+    def constant(t) -> bool:  # data inside the flatbuffer, or beyond it (files over 2 GB: offset + size)
+        b = model.Buffers(t.Buffer()) if t.Buffer() > 0 else None
+        return b is not None and (b.DataLength() > 0 or b.Size() > 0)
+
+    out: dict[str, int] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        n = 0
+        for j in range(op.InputsLength()):
+            k = op.Inputs(j)
+            if k < 0:
+                continue
+            t = graph.Tensors(k)
+            if constant(t):
+                n += int(_elements(t))
+        for j in range(op.OutputsLength()):
+            out[graph.Tensors(op.Outputs(j)).Name().decode()] = n
+    return out
+
+
+def _elements(t) -> int:
+    n = 1
+    for d in range(t.ShapeLength()):
+        n *= max(int(t.Shape(d)), 1)
+    return n
 
 
 def op_problems(ops: dict[str, int] | list[str]) -> list[str]:

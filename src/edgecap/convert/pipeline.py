@@ -278,8 +278,9 @@ def convert_parts(
             assert calib is not None  # m.needs_calibration
             rep = _counted_dataset(calib, part, step_batch, log)
         kept = f", {'/'.join(setting.float_ops)} in float32" if setting.float_ops else ""
+        kept += f", its {setting.float_layers} most error-prone small layers in float32" if setting.float_layers else ""
         log(f"converting {part} ({setting.precision}{kept})")
-        data = convert_model(keras_model, setting.precision, rep, setting.float_ops)
+        data = convert_model(keras_model, setting.precision, rep, setting.float_ops, setting.float_layers, log)
         files[part] = write_model(out, part, m, data, names)
         bad = op_problems(files[part].op_versions)
         if bad:
