@@ -252,6 +252,24 @@ def test_typed_rows_and_ratios_give_back_the_committed_result():
     ]
 
 
+def test_cached_conversions_follow_the_mode_settings(monkeypatch):
+    """A bench cache entry is per mode settings: a mode whose parts change (mode int8's encoder went from float16
+    to int8) is converted again instead of reusing the old bundle."""
+    from dataclasses import replace
+
+    from edgecap.benchmarks.variants import Reference, conversion_key, shipped_reference
+    from edgecap.convert import modes
+
+    ref = Reference.load(shipped_reference())
+    before = {m: conversion_key(ref, m) for m in modes.MODES}
+    assert len(set(before.values())) == len(modes.MODES)
+    assert conversion_key(ref, "int8") == before["int8"]  # stable
+    changed = replace(modes.MODES["int8"], encoder=modes.Part("float16"))
+    monkeypatch.setitem(modes.MODES, "int8", changed)
+    assert conversion_key(ref, "int8") != before["int8"]
+    assert conversion_key(ref, "int8-full") == before["int8-full"]
+
+
 def test_inputs_derive_from_real_studies(tmp_path):
     s = build_inputs(sample_dir(), tmp_path, minimum=100, seed=0)
     d = s.describe()

@@ -66,7 +66,8 @@ def test_rank_layers_orders_small_layers_by_their_own_error():
     """rmse / scale, largest first; a layer over the weight limit or without weights is never picked."""
     from edgecap.convert.export import rank_layers
 
-    header = "op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,scale,zero_point,tensor_name"
+    columns = "op_name tensor_idx num_elements stddev mean_error max_abs_error mean_squared_error scale zero_point"
+    header = ",".join(columns.split() + ["tensor_name"])
     rows = [
         ("CONV_2D", 0.0009, 0.01, "small_bad"),  # rmse 0.03, 3.0 steps
         ("CONV_2D", 0.0001, 0.02, "small_ok"),  # 0.5 steps

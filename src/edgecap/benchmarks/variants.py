@@ -128,20 +128,32 @@ def resolve_reference(run: str | Path | None, bundles: list[Path]) -> tuple[Refe
     return None, "none found: pass --run RUN (the run the bundles were converted from)"
 
 
+def conversion_key(ref: Reference, mode: str) -> str:
+    """The cache key of one conversion: the reference's weights and config, the mode's settings as the converter
+    reads them (convert.modes: a mode whose parts change is converted again, even within one edgecap version),
+    the conversion defaults and the edgecap version."""
+    from edgecap.convert import defaults
+    from edgecap.convert.modes import by_name
+
+    settings = json.dumps(
+        [by_name(mode).to_dict(), defaults.DEFAULT_SAMPLES, defaults.DECODER_SAMPLES, defaults.VERIFY_STUDIES],
+        sort_keys=True,
+    )
+    key = f"{ref.weights_sha256}:{ref.config_hash}:{mode}:{__version__}:step{defaults.STEP_BATCH}:{settings}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def convert_modes(
     ref: Reference, modes: list[str], log: Callable[[str], None] = print, root: Path | None = None
 ) -> dict[str, dict]:
     """Convert the reference run into each mode (cached). -> {mode: {"path", "verified", "seconds", "cached"}
     or {"error"}}. A converter failure is an entry, not an exception: the bench shows it as the row's status."""
-    from edgecap.convert.pipeline import STEP_BATCH, convert_run
+    from edgecap.convert.pipeline import convert_run
 
     root = root or cache_root()
     out: dict[str, dict] = {}
     for mode in modes:
-        key = hashlib.sha256(
-            f"{ref.weights_sha256}:{ref.config_hash}:{mode}:{__version__}:step{STEP_BATCH}".encode()
-        ).hexdigest()[:16]
-        target = root / "bundles" / f"{mode}-{key}"
+        target = root / "bundles" / f"{mode}-{conversion_key(ref, mode)}"
         done = target / "bench-converted.json"
         if done.is_file():
             out[mode] = {**json.loads(done.read_text()), "cached": True}
