@@ -117,11 +117,24 @@ def test_quick_run_schema_rows_and_failed_variant(quick_run):
     assert result["peak"]["int8"]["status"] == "ok" and result["peak"]["int8"]["threads"]["1"]["gops"] > 0
     assert good["throughput"]["encoder_macs"] > 300e6  # EfficientNet-Lite0 at 224 px
     assert "1" in result["ratios"]["default"]["speedup_vs_keras"]
+    # the ONNX Runtime peer ([peers] is in the dev extra): the reference exported and quantized by ORT's tools,
+    # timed call by call against the int8 row's two files (no float32 row here)
+    peer = result["peers"]["onnxruntime"]
+    assert peer["status"] == "ok", peer.get("why")
+    comps = peer["threads"]["1"]
+    assert [(c["part"], c["precision"], c["row"]) for c in comps] == [
+        ("encoder", "int8", "default"),
+        ("decoder_step", "int8", "default"),
+    ]
+    for c in comps:
+        assert c["litert_ms"] > 0 and c["ort_ms"] > 0 and c["ratio"] == pytest.approx(c["ort_ms"] / c["litert_ms"])
+    assert result["ratios"]["default"]["vs_onnxruntime"]["1"] == pytest.approx(min(c["ratio"] for c in comps))
     # the live --check passed, and every output file was written
     assert result["checks"] and all(c["passed"] for c in result["checks"])
     assert (d / "bench.png").stat().st_size > 10_000
     md = (d / "bench.md").read_text()
     assert "| default |" in md and "| broken |" in md and "sha256" in md
+    assert "## Peer: onnxruntime" in md and "| encoder | int8 | default | 1 |" in md
 
 
 @pytest.mark.slow
@@ -237,7 +250,7 @@ def test_typed_rows_and_ratios_give_back_the_committed_result():
     names = {f.name for f in fields(Variant)}
     rows = [Variant(**{k: x for k, x in row.items() if k in names}) for row in result["variants"]]
     assert [list(v.to_json().items()) for v in rows] == [list(row.items()) for row in result["variants"]]
-    assert ratios(rows) == result["ratios"]
+    assert ratios(rows, result.get("peers")) == result["ratios"]
     given = Variant("default", "bundle", "package:bundles/default", mode="int8", verified=True, drift_note="x")
     assert list(given.to_json()) == [
         "name",
@@ -250,6 +263,33 @@ def test_typed_rows_and_ratios_give_back_the_committed_result():
         "mode",
         "drift_note",
     ]
+
+
+def test_peer_row_says_why_it_is_missing(monkeypatch):
+    """Without the [peers] extra the bench still runs: the peer is {"status": "missing", "why"}, and a
+    peer_speedup check fails saying so (a gate never passes on a figure that was not measured)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from edgecap.benchmarks import peers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    plan = SimpleNamespace(reference=None, options=SimpleNamespace(quick=True, timeout_s=60), threads=[1])
+    entry = peers.measure_peer(plan, [], None, log=lambda s: None)
+    assert entry["status"] == "missing" and "onnxruntime not installed" in entry["why"] and "[peers]" in entry["why"]
+    result = {
+        "settings": {"threads": [1, 2]},
+        "variants": [{"name": "int8", "kind": "bundle", "mode": "int8", "status": "ok"}],
+        "ratios": {"int8": {"speedup_vs_keras": {}, "size_vs_float32": None, "python_share": {}}},
+        "peers": {"onnxruntime": entry},
+    }
+    (c,) = checks.evaluate(result, checks.parse("int8:peer_speedup@1>1"))
+    assert not c["passed"] and c["value"] is None and "peer is missing" in c["note"] and "[peers]" in c["note"]
+    result["ratios"]["int8"]["vs_onnxruntime"] = {"1": 1.4, "2": 0.9}
+    assert [
+        x["passed"] for x in checks.evaluate(result, checks.parse("int8:peer_speedup@1>1,int8:peer_speedup@2>1"))
+    ] == [True, False]
 
 
 def test_cached_conversions_follow_the_mode_settings(monkeypatch):

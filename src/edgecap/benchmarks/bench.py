@@ -12,8 +12,10 @@ Stages, each in its own module, on typed values:
                                        benchmark_model figures per model file and thread count, whole reports
                                        with the decode loop's split, a TensorFlow-free `edgecap caption`
                                        process (cold start, peak RSS); the CPU's matmul peak (.throughput)
+    peer          benchmarks.peers     ONNX Runtime models of the reference (tf2onnx; ORT's quantization),
+                                       each component timed against a bundle row's LiteRT file, interleaved
     drift         benchmarks.drift     each row's reports against the Keras row's; the two baselines
-    ratios        benchmarks.ratios    speed-up over Keras, size against float32, Python share
+    ratios        benchmarks.ratios    speed-up over Keras, size against float32, Python share, vs the peer
 
 -> BenchResult, saved as its to_json(): the schema is benchmarks/bench.schema.json (docs/bench.md). Every
 measurement runs in a child process: a crash of LiteRT on one variant (a segfault in a kernel) is that
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from edgecap import __version__
 from edgecap.benchmarks.measure import measure_all
+from edgecap.benchmarks.peers import PEER, measure_peer
 from edgecap.benchmarks.plan import BenchOptions, Plan, make_plan
 from edgecap.benchmarks.ratios import ratios
 from edgecap.benchmarks.rows import Variant, list_variants
@@ -59,6 +62,7 @@ class BenchResult:
     variants: list[Variant]
     baselines: dict  # scored evaluation baselines ({"error"} when they cannot be computed)
     ratios: dict  # benchmarks.ratios
+    peers: dict  # {"onnxruntime": benchmarks.peers.measure_peer's entry}
     seconds: float | None = None  # the whole run's wall time
     edgecap_version: str = __version__
 
@@ -76,6 +80,7 @@ class BenchResult:
             "variants": [v.to_json() for v in self.variants],
             "baselines": self.baselines,
             "ratios": self.ratios,
+            "peers": self.peers,
         }
 
 
@@ -89,6 +94,7 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
     rows = list_variants(plan, log)
     inputs = _inputs(plan, log)
     peak = measure_all(rows, plan, inputs, log)
+    peers = {PEER: measure_peer(plan, rows, inputs, log)}
     baselines = _drift(plan, rows, inputs, log)
     result = BenchResult(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -99,7 +105,8 @@ def run_bench(opt: BenchOptions, log: Callable[[str], None] = print) -> dict:
         peak=peak,
         variants=rows,
         baselines=baselines,
-        ratios=ratios(rows),
+        ratios=ratios(rows, peers),
+        peers=peers,
     )
     result.seconds = round(time.time() - started, 1)
     return portable_paths(result.to_json())

@@ -15,6 +15,8 @@ python_share; default: the first measured). Figures (of a bundle row):
     rss_mb         peak RSS of a TensorFlow-free `edgecap caption` process
     cold_start_ms  that process's start-to-exit time
     python_share   share of the decode loop spent outside the interpreter
+    peer_speedup   ONNX Runtime p50 / this row's LiteRT p50 of the same component, the smallest over the
+                   components timed against this row (benchmarks.peers): > 1 when LiteRT is faster on each
 
 A figure that was not measured (failed variant, no float32 row, no Keras reference) FAILS its check, said so:
 a gate must never pass because something did not run. Exit status: 0 all checks pass, 1 any fails.
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 
 # The targets of issue #15 (the table in docs/bench.md, `--check`): the int8 bundle's reports as good as
 # Keras's, 6x / 7x faster than compiled Keras at 1 / 2 threads, under a third of float32's size, a decode loop
-# that is mostly interpreter, and a one-image `edgecap caption` that starts in 300 ms within 110 MB.
+# that is mostly interpreter, a one-image `edgecap caption` that starts in 300 ms within 110 MB, and faster than
+# ONNX Runtime (the peer row) on every component, float32 and int8, at 1 and 2 threads.
 TARGETS = ",".join(
     [
         "int8:identical>=0.95",
@@ -39,9 +42,13 @@ TARGETS = ",".join(
         "int8:python_share@1<=0.25",
         "int8:cold_start_ms<=300",
         "int8:rss_mb<=110",
+        "int8:peer_speedup@1>1",
+        "int8:peer_speedup@2>1",
+        "float32:peer_speedup@1>1",
+        "float32:peer_speedup@2>1",
     ]
 )
-PER_THREAD = ("speedup", "python_share")
+PER_THREAD = ("speedup", "python_share", "peer_speedup")
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 FIGURES = (
@@ -53,6 +60,7 @@ FIGURES = (
     "rss_mb",
     "cold_start_ms",
     "python_share",
+    "peer_speedup",
 )
 _CHECK = re.compile(
     r"^\s*(?:(?P<sel>[A-Za-z0-9_.#-]+)\s*:)?\s*(?P<fig>[a-z0-9_]+)(?:@(?P<threads>\d+))?\s*(?P<op>>=|<=|>|<)\s*"
@@ -123,6 +131,8 @@ def figure(result: dict, v: dict, name: str, threads: int | None = None) -> floa
         return p["peak_rss_mb"] if name == "rss_mb" else p["cold_start_ms"]["p50_ms"]
     if name == "python_share":
         return ratio.get("python_share", {}).get(n)
+    if name == "peer_speedup":
+        return (ratio.get("vs_onnxruntime") or {}).get(n)
     raise KeyError(name)
 
 
@@ -160,6 +170,10 @@ def _note(result: dict, v: dict, c: Check, value: float | None) -> str:
             return (
                 f"not measured at {c.threads} thread(s) (--threads {','.join(map(str, result['settings']['threads']))})"
             )
+        if c.figure == "peer_speedup":
+            peer = (result.get("peers") or {}).get("onnxruntime") or {}
+            if peer.get("status") != "ok":
+                return f"not measured: the ONNX Runtime peer is {peer.get('status', 'absent')}: {peer.get('why', '')}"
         return "not measured"
     if OPS[c.op](value, c.threshold) or not c.threshold:
         return ""

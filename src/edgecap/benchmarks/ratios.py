@@ -18,8 +18,10 @@ def _p50(v: Variant, n: str) -> float | None:
     return r["latency"]["p50_ms"] if r else None
 
 
-def ratios(rows: list[Variant]) -> dict:
-    """Each bundle row's speed-up over compiled Keras, size against float32 and Python share."""
+def ratios(rows: list[Variant], peers: dict | None = None) -> dict:
+    """Each bundle row's speed-up over compiled Keras, size against float32, Python share and, where the ONNX
+    Runtime peer timed components against the row (benchmarks.peers), the smallest ORT / LiteRT p50 ratio of
+    those components per thread count ("vs_onnxruntime")."""
     keras = next((v for v in rows if v.reference), None)
     f32 = next((v for v in rows if v.mode == "float32" and v.status != "failed"), None)
     out = {}
@@ -34,5 +36,12 @@ def ratios(rows: list[Variant]) -> dict:
             entry["python_share"][n] = figures["decode_split"]["overhead_share"]
         if f32 is not None and f32.size and v.size:
             entry["size_vs_float32"] = v.size["total_bytes"] / f32.size["total_bytes"]
+        peer = (peers or {}).get("onnxruntime") or {}
+        if peer.get("status") == "ok":
+            entry["vs_onnxruntime"] = {
+                n: min(c["ratio"] for c in mine)
+                for n, comps in peer["threads"].items()
+                if (mine := [c for c in comps if c["row"] == v.name])
+            }
         out[v.name] = entry
     return out

@@ -125,6 +125,7 @@ def notes(result: dict) -> list[str]:
             )
         if v.get("drift_note"):
             out.append(f"{v['name']}: {v['drift_note']}")
+    out += peer_lines(result)
     if result.get("checks"):
         failed = [c for c in result["checks"] if not c["passed"]]
         out.append(f"checks: {len(result['checks']) - len(failed)} passed, {len(failed)} failed")
@@ -134,6 +135,51 @@ def notes(result: dict) -> list[str]:
                 f"(value {_fmt(c['value'], '.4g')}) {c['note']}"
             )
     return out
+
+
+def peer_lines(result: dict) -> list[str]:
+    """One line per peer: why it is missing, or LiteRT against it per component and thread count."""
+    out = []
+    for name, peer in (result.get("peers") or {}).items():
+        if peer.get("status") != "ok":
+            out.append(f"peer {name}: {peer.get('status')}: {peer.get('why')}")
+            continue
+        for n, comps in peer["threads"].items():
+            out.append(
+                f"peer {name} at {n} thr: "
+                + ", ".join(
+                    f"{c['part']} {c['precision']} LiteRT {c['litert_ms']:.3f} ms / ORT {c['ort_ms']:.3f} ms"
+                    for c in comps
+                )
+            )
+    return out
+
+
+def peer_section(result: dict) -> list[str]:
+    """The Markdown section of the peers (benchmarks.peers): a table per peer, or why it is missing."""
+    md: list[str] = []
+    for name, peer in (result.get("peers") or {}).items():
+        md += ["", f"## Peer: {name}", ""]
+        if peer.get("status") != "ok":
+            md.append(f"Not measured ({peer.get('status')}): {peer.get('why')}.")
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in peer.get("versions", {}).items())
+        md += [
+            f"The same Keras reference exported with tf2onnx (opset {peer.get('opset')}) and run by ONNX Runtime "
+            f"({versions}); int8: {'; '.join(f'{k}: {v}' for k, v in peer.get('recipes', {}).items())}. "
+            "Each component's LiteRT file (of the row named) and ONNX model take turns call by call in one "
+            "process; p50 of one whole call.",
+            "",
+            "| component | precision | LiteRT file of | threads | LiteRT ms | ONNX Runtime ms | ORT / LiteRT |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, comps in peer["threads"].items():
+            for c in comps:
+                md.append(
+                    _row(c["part"], c["precision"], c["row"], n, f"{c['litert_ms']:.3f}", f"{c['ort_ms']:.3f}",
+                         f"{c['ratio']:.2f}x")
+                )
+    return md
 
 
 def markdown(result: dict) -> str:
@@ -204,6 +250,7 @@ def markdown(result: dict) -> str:
                                            "labeler_ms")]
         split = [f"{sp[k]:.2f}" for k in ("decode_ms", "interpreter_ms", "tensor_io_ms", "python_ms")]
         md.append(_row(v["name"], *stages, *split, f"{sp['overhead_share']:.0%}", f"{sp['steps_per_report']:.0f}"))
+    md += peer_section(result)
     md += [
         "",
         "## Drift against the Keras model",

@@ -405,6 +405,82 @@ def task_peak(t: dict) -> dict:
     return {**r, "shape": list(r["shape"])}
 
 
+def task_peer(t: dict) -> dict:
+    """LiteRT file against ONNX Runtime model, per component (benchmarks.peers), at t["threads"]: the same inputs
+    (a real image as the bundle prepares it; a beam-3 decoder step on its features), whole calls alternating
+    LiteRT / ORT, t["runs"] each after a warm-up -> {"components": [{part, precision, row, litert_ms, ort_ms,
+    ratio (ORT / LiteRT p50), litert_faster, runs}]}."""
+    from edgecap.runtime.bundle import Bundle
+
+    n, runs = t["threads"], t["runs"]
+    out = []
+    for c in t["components"]:
+        b = Bundle.load(c["bundle"], num_threads=n)
+        feeds = _peer_feeds(b, c["part"], t["image"])
+        lite = b.encoder if c["part"] == "encoder" else b.decoder
+        sess = _ort_session(c["onnx"], n)
+        names = [o.name for o in sess.get_outputs()]
+        p50 = _alternate({"litert": lambda: lite(**feeds), "ort": lambda: sess.run(names, feeds)}, runs)  # noqa: B023
+        out.append(
+            {
+                "part": c["part"],
+                "precision": c["precision"],
+                "row": c["row"],
+                "litert_ms": p50["litert"],
+                "ort_ms": p50["ort"],
+                "ratio": p50["ort"] / p50["litert"],
+                "litert_faster": p50["litert"] < p50["ort"],
+                "runs": runs,
+            }
+        )
+    return {"components": out}
+
+
+def _peer_feeds(b, part: str, image: str) -> dict[str, np.ndarray]:
+    """The inputs of one call of `part`, by signature name: the image as the bundle prepares it (1, S, S, 3), or
+    the first step of a beam-3 decode of its features (every row the start token, zero state)."""
+    from edgecap.runtime.study import encode_study_files, prepare_views
+
+    if part == "encoder":
+        return {"image": np.ascontiguousarray(prepare_views(b, [image])[0][None], np.float32)}
+    features, mask = encode_study_files(b, [image, None])
+    rows = b.step_batch
+    return {
+        "token": np.full((rows,), b.vocab.bos_id, np.int32),
+        "h": np.zeros((rows, b.hidden_size), np.float32),
+        "c": np.zeros((rows, b.hidden_size), np.float32),
+        "features": np.ascontiguousarray(features[None], np.float32),
+        "mask": np.ascontiguousarray(mask[None], np.float32),
+    }
+
+
+def _ort_session(path: str, threads: int):
+    """An ONNX Runtime CPU session as a user would tune it for latency: `threads` intra-op threads, one inter-op,
+    sequential execution, every graph optimisation."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def _alternate(calls: dict, runs: int, warmup: int = 10) -> dict[str, float]:
+    """Time the calls in turns (A B, B A, A B, ...: neither always goes first), `runs` rounds after `warmup`
+    -> p50 ms per call name."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    order = list(calls.items())
+    for k in range(runs + warmup):
+        for name, call in order if k % 2 else order[::-1]:
+            t0 = time.perf_counter()
+            call()
+            if k >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def _tf_threads(n: int) -> None:
     import tensorflow as tf
 
@@ -418,7 +494,7 @@ def _tf_version() -> str:
     return tf.__version__
 
 
-TASKS = {"model": task_model, "keras": task_keras, "reports": task_reports, "peak": task_peak}
+TASKS = {"model": task_model, "keras": task_keras, "reports": task_reports, "peak": task_peak, "peer": task_peer}
 
 
 def main(argv: list[str]) -> int:
