@@ -152,3 +152,18 @@ def test_beam_search_matches_the_reference_definition(seed):
         ref = _reference_beam_search(m, FEATS, MASK, special, 25, beam=beam)
         if got.ids != ref:  # only an exact tie (the same transitions in another order) may differ
             assert abs(score(got.ids) - score(ref)) < 1e-9 and sorted(got.ids) == sorted(ref), (seed, beam)
+
+
+def test_top_k_equals_a_stable_sort_with_ties_and_inf():
+    """_top_k: the k largest values above -inf, largest first, equal values in index order, as a stable sort of
+    every candidate gives them (int8 logits tie often; banned and blocked tokens are -inf)."""
+    from edgecap.runtime.decoding import _top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        v = np.round(rng.normal(size=int(rng.integers(2, 40))) * rng.choice([0.5, 3.0]))
+        v[rng.random(len(v)) < 0.3] = -np.inf
+        k = int(rng.integers(1, 8))
+        expected = [int(i) for i in np.argsort(-v, kind="stable") if v[i] != -np.inf][:k]
+        got = [int(i) for i in _top_k(v, k) if v[i] != -np.inf]
+        assert got == expected, (v, k)
