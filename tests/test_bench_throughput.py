@@ -118,3 +118,18 @@ def test_timing_needs_no_tensorflow(manifest):
         [sys.executable, "-c", TF_FREE, str(path)], capture_output=True, text=True, timeout=120, check=False
     )
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_cpu_paths_name_the_gemm_family_an_edge_cpu_has():
+    """The peak says which instruction family ran: the best the CPU's flags offer, AMX only where it exists."""
+    from edgecap.benchmarks.throughput import cpu_paths
+
+    assert cpu_paths({"avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"})["int8"].startswith("AMX")
+    assert cpu_paths({"avx2", "fma", "avx512f", "avx512_vnni"}) == {
+        "int8": "AVX512-VNNI (int8 dot products, 512-bit)",
+        "float32": "AVX-512 FMA",
+    }
+    assert cpu_paths({"avx2", "fma", "avx_vnni"})["int8"].startswith("AVX-VNNI")
+    assert cpu_paths({"fp", "asimd", "asimddp"})["int8"].startswith("Arm dot product")  # Raspberry Pi 5
+    assert cpu_paths({"fp", "asimd"})["int8"].startswith("Arm NEON without dot product")  # Raspberry Pi 4
+    assert cpu_paths(set()) == {"int8": "unknown", "float32": "unknown"}

@@ -232,7 +232,7 @@ def measure_peak(plan: Plan, log: Callable[[str], None] = print) -> dict:
         except Exception as e:  # noqa: BLE001 - no TensorFlow to build it: a status, not a crash
             out[kind] = {"status": "failed", "error": f"cannot build the {kind} peak model: {e}"}
             continue
-        out[kind] = {"status": "ok", "threads": {}}
+        out[kind] = {"status": "ok", "kernel": throughput.cpu_paths()[kind], "threads": {}}
         for n in plan.threads:
             # 1 s per candidate shape even with --quick: shorter runs under-read the peak (AMX / clock warm-up)
             r = run_task(
@@ -240,7 +240,7 @@ def measure_peak(plan: Plan, log: Callable[[str], None] = print) -> dict:
             )
             out[kind]["threads"][str(n)] = r
         log(
-            f"peak {kind}: "
+            f"peak {kind} ({out[kind]['kernel']}): "
             + ", ".join(f"{n} thr {r.get('gops', float('nan')):.0f} GOPS" for n, r in out[kind]["threads"].items())
         )
     return out

@@ -104,7 +104,9 @@ def notes(result: dict) -> list[str]:
     for kind, p in (result.get("peak") or {}).items():
         if p.get("status") == "ok":
             out.append(
-                f"peak {kind} matmul: "
+                f"peak {kind} matmul"
+                + (f" ({p['kernel']})" if p.get("kernel") else "")
+                + ": "
                 + ", ".join(f"{n} thr {r['gops']:.0f} GOPS" for n, r in p["threads"].items() if r.get("status") == "ok")
             )
     for v in result["variants"]:

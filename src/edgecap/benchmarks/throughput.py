@@ -276,6 +276,44 @@ def peak(
     return {**best, "tried": tried}
 
 
+# The matrix-multiply instructions a CPU's flags name, best first (what XNNPACK's int8 / float32 GEMMs pick at
+# run time: it reads the same CPU features and uses the best microkernel family it has for them).
+_INT8_PATHS = (
+    ("amx_int8", "AMX (Intel tile matrix units: server Xeons only, no edge device has them)"),
+    ("avx512_vnni", "AVX512-VNNI (int8 dot products, 512-bit)"),
+    ("avx_vnni", "AVX-VNNI (int8 dot products, 256-bit: recent Intel Core / Atom)"),
+    ("avx2", "AVX2 (no int8 dot-product instruction: multiply + add pairs)"),
+    ("i8mm", "Arm I8MM (int8 matrix multiply: Cortex-A510 / A710 and later)"),
+    ("asimddp", "Arm dot product (SDOT: Cortex-A55 / A76, Raspberry Pi 5)"),
+    ("asimd", "Arm NEON without dot product (Cortex-A53 / A72, Raspberry Pi 3 / 4)"),
+)
+_FLOAT_PATHS = (("avx512f", "AVX-512 FMA"), ("fma", "AVX2 FMA"), ("asimd", "Arm NEON FMA"))
+
+
+def cpu_paths(flags: set[str] | None = None) -> dict[str, str]:
+    """The GEMM instruction family this CPU offers per precision, from its feature flags (/proc/cpuinfo on
+    Linux; "unknown" elsewhere): the kernel path the peak and the encoders ran on. An edge CPU's int8 peak
+    follows its own row of _INT8_PATHS: a Raspberry Pi 5 has SDOT, a Pi 4 plain NEON, none has AMX."""
+    if flags is None:
+        flags = _cpu_flags()
+    found = {}
+    for kind, table in (("int8", _INT8_PATHS), ("float32", _FLOAT_PATHS)):
+        found[kind] = next((name for flag, name in table if flag in flags), "unknown")
+    return found
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip()
+        if key in ("flags", "Features"):  # x86 / Arm
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def peak_int8(num_threads: int, seconds: float = 1.0, cache_dir: Path | None = None) -> dict:
     """Peak dense int8 throughput through LiteRT + XNNPACK (see peak)."""
     return peak("int8", num_threads, seconds, cache_dir)
