@@ -70,7 +70,8 @@ def measure_peer(plan: Plan, rows: list[Variant], inputs: InputSet, log: Callabl
     ref = plan.reference
     if why is None and (ref is None or ref.kind != "run"):
         why = "the ONNX export needs a Keras run as reference (--run)"
-    bundles = {v.mode: v for v in rows if v.kind == "bundle" and v.status != "failed"}
+    # rows of the reference's own model only: a bundle converted from another model (drift_note) has other files
+    bundles = {v.mode: v for v in rows if v.kind == "bundle" and v.status != "failed" and not v.drift_note}
     wanted = [(part, p) for part, p in COMPONENTS if ROWS[p] in bundles]
     if why is None and not wanted:
         why = "no float32 or int8 bundle row to compare with (modes float32 / int8)"
@@ -119,8 +120,9 @@ def measure_peer(plan: Plan, rows: list[Variant], inputs: InputSet, log: Callabl
 def build(ref: Path, weights_sha256: str, inputs: InputSet, log: Callable[[str], None]) -> dict:
     """ONNX float32 and int8 models of the reference's encoder and decoder step, in the bench cache
     -> {"encoder": {"float32": path, "int8": path}, "decoder_step": {...}, "recipes": {...}}."""
-    key = hashlib.sha256(json.dumps([weights_sha256, FORMAT, OPSET, versions()]).encode()).hexdigest()[:16]
-    folder = cache_root() / "peers" / f"{PEER}-{key}"
+    real = sorted({Path(i.frontal) for i in inputs.inputs if i.transform == "original"})
+    key = json.dumps([weights_sha256, FORMAT, OPSET, versions(), [str(p) for p in real]])
+    folder = cache_root() / "peers" / f"{PEER}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     done = folder / "built.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -140,7 +142,6 @@ def build(ref: Path, weights_sha256: str, inputs: InputSet, log: Callable[[str],
         path.write_bytes(export_onnx(keras_model))
         files[part]["float32"] = str(path)
     prep = ImagePrep(cfg, cfg.train.seed)
-    real = sorted({Path(i.frontal) for i in inputs.inputs if i.transform == "original"})
     images = [prep(p, k)[None] for k in range(CALIBRATION_IMAGES) for p in real][:CALIBRATION_IMAGES]
     files["encoder"]["int8"] = quantize_static(files["encoder"]["float32"], [{"image": x} for x in images])
     files["decoder_step"]["int8"] = quantize_dynamic(files["decoder_step"]["float32"])

@@ -105,11 +105,14 @@ def _selective_int8(
     debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=as_lists, debug_options=options)
     if float_layers:
         names = [d["name"] for d in tf.lite.Interpreter(model_content=debugger.quant_model).get_input_details()]
-        order[:] = [_input_key(n, next(iter(representative())).keys()) for n in names]
+        keys = list(next(iter(representative())))
+        order[:] = [_input_key(n, keys) for n in names]
         debugger.run()  # each layer's output against its float computation from the same inputs
         stats = io.StringIO()
         debugger.layer_statistics_dump(stats)
         kept = rank_layers(stats.getvalue(), weights_per_output(debugger.get_nondebug_quantized_model()))[:float_layers]
+        if not kept:  # the statistics' tensor names matched no layer of the model: nothing would be kept
+            raise ConversionError("selective quantization: no quantized layer with weights found to keep in float32")
         log(f"selective quantization: {len(kept)} layers kept in float32: {', '.join(_short(k) for k in kept)}")
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=list(float_ops), denylisted_nodes=kept
