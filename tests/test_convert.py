@@ -157,8 +157,8 @@ def test_int8_calibration_is_real_and_recorded(overfit_run, tmp_path_factory):
     mixed = converted(overfit_run[0], "int8", tmp_path_factory)
     assert mixed.manifest.files["encoder"].precision == "int8"
     assert mixed.manifest.mode_settings["encoder"]["float_layers"] == MODES["int8"].encoder.float_layers > 0
-    kept = [line for line in mixed.log if line.startswith("selective quantization:")]
-    assert kept == [kept[0]] and f"{MODES['int8'].encoder.float_layers} layers kept in float32" in kept[0]
+    kept = [line for line in mixed.log if "(selective quantization)" in line]
+    assert kept == [kept[0]] and f"with {MODES['int8'].encoder.float_layers} layers kept in float32" in kept[0]
     full = converted(overfit_run[0], "int8-full", tmp_path_factory).manifest.files["encoder"]
     assert full.precision == "int8" and "QUANTIZE" in full.ops
     assert converted(overfit_run[0], "float32", tmp_path_factory).manifest.calibration is None

@@ -2,7 +2,8 @@
 the Pi's wheels (installed with the pip command of packaging/raspberry-pi/README.md), the default bundle on every
 sample study on the Pi 5 CPU model greedy and beam 3, on the Pi 4 model greedy (its kernels differ from the Pi 5's
 by the CPU features XNNPACK finds, not by the beam size, and each beam size is one more guest run), every report
-token-identical to this machine's; the
+token-identical to this machine's or a near tie (the default bundle's int8 encoder runs XNNPACK's aarch64 int8
+kernels, which round requantization unlike its x86-64 ones: study 3781's greedy report differs at a near tie); the
 app headless on the emulated Pi 5, its report this machine's; the manifest's tflite-runtime 2.14 statement for
 aarch64 checked with that runtime there. Reuses ~/.cache/edgecap/device (EDGECAP_DEVICE_CACHE) when built; the
 first run builds it (root + apt: CI runs as root on Debian 12). A machine that cannot build it FAILS these tests
@@ -77,10 +78,13 @@ def test_default_bundle_on_emulated_pi_matches_host(emulated_runs, target):
     result = _result(emulated_runs[target], f"the emulated {target}")
     assert result.interpreter.startswith("ai-edge-litert ")
     assert len(result.outcomes) == len(BEAMS[target]) * len(studies)
+    # a different report passes only as a near tie, by the rule conversion verification uses (device.check)
     differing = [
-        (o.study, o.beam, o.verdict, o.host, o.device, o.error) for o in result.outcomes if o.verdict != "identical"
+        (o.study, o.beam, o.verdict, o.tie_gap, o.host, o.device, o.error)
+        for o in result.outcomes
+        if o.verdict not in ("identical", "near tie")
     ]
-    assert not differing
+    assert not differing and result.passed
 
 
 @pytest.mark.slow

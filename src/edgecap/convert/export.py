@@ -113,7 +113,8 @@ def _selective_int8(
         kept = rank_layers(stats.getvalue(), weights_per_output(debugger.get_nondebug_quantized_model()))[:float_layers]
         if not kept:  # the statistics' tensor names matched no layer of the model: nothing would be kept
             raise ConversionError("selective quantization: no quantized layer with weights found to keep in float32")
-        log(f"selective quantization: {len(kept)} layers kept in float32: {', '.join(_short(k) for k in kept)}")
+        listed = ", ".join(map(_short, kept))
+        log(f"converting with {len(kept)} layers kept in float32 (selective quantization): {listed}")
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=list(float_ops), denylisted_nodes=kept
         )
