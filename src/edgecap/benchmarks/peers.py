@@ -2,9 +2,9 @@
 
     peer = measure_peer(plan, rows, inputs, log)   # -> the result's "peers"["onnxruntime"]
 
-What is compared, per component and thread count, interleaved call by call in one TensorFlow-free process
-(task "peer" of benchmarks.worker, so machine drift moves both alike): the LiteRT file of a bundle row and the
-ONNX Runtime model of the same precision, both exported from the bench's Keras reference:
+What is compared, per component and thread count, in alternating blocks of calls in one TensorFlow-free
+process (task "peer" of benchmarks.worker, so machine drift moves both alike): the LiteRT file of a bundle row
+and the ONNX Runtime model of the same precision, both exported from the bench's Keras reference:
 
     component               LiteRT file                       ONNX Runtime model
     encoder float32         float32 row's encoder             tf2onnx export, opset 17

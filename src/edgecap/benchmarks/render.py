@@ -169,7 +169,7 @@ def peer_section(result: dict) -> list[str]:
         md += [
             f"The same Keras reference exported with tf2onnx (opset {peer.get('opset')}) and run by ONNX Runtime "
             f"({versions}); int8: {'; '.join(f'{k}: {v}' for k, v in peer.get('recipes', {}).items())}. "
-            "Each component's LiteRT file (of the row named) and ONNX model take turns call by call in one "
+            "Each component's LiteRT file (of the row named) and ONNX model take turns in blocks of 10 calls in one "
             "process; p50 of one whole call.",
             "",
             "| component | precision | LiteRT file of | threads | LiteRT ms | ONNX Runtime ms | ORT / LiteRT |",

@@ -407,8 +407,8 @@ def task_peak(t: dict) -> dict:
 
 def task_peer(t: dict) -> dict:
     """LiteRT file against ONNX Runtime model, per component (benchmarks.peers), at t["threads"]: the same inputs
-    (a real image as the bundle prepares it; a beam-3 decoder step on its features), whole calls alternating
-    LiteRT / ORT, t["runs"] each after a warm-up -> {"components": [{part, precision, row, litert_ms, ort_ms,
+    (a real image as the bundle prepares it; a beam-3 decoder step on its features), whole calls in alternating
+    blocks LiteRT / ORT, t["runs"] each (_alternate) -> {"components": [{part, precision, row, litert_ms, ort_ms,
     ratio (ORT / LiteRT p50), litert_faster, runs}]}."""
     from edgecap.runtime.bundle import Bundle
 
@@ -467,17 +467,24 @@ def _ort_session(path: str, threads: int):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def _alternate(calls: dict, runs: int, warmup: int = 10) -> dict[str, float]:
-    """Time the calls in turns (A B, B A, A B, ...: neither always goes first), `runs` rounds after `warmup`
-    -> p50 ms per call name."""
+def _alternate(calls: dict, runs: int, block: int = 10) -> dict[str, float]:
+    """Time the calls in alternating blocks of `block` calls (A-block B-block, B-block A-block, ...: neither
+    always goes first), until each has `runs` timed calls -> p50 ms per call name. The first call of each
+    block is a warm-up and not timed: a runtime's idle worker threads keep spinning for a while after its call
+    (ONNX Runtime's intra-op pool, pthreadpool's), which on a small machine slows the other runtime's first
+    call; call-by-call alternation measured LiteRT's 2-thread float32 encoder at 10.6 ms beside ORT, 5.6 ms
+    alone."""
     times: dict[str, list[float]] = {k: [] for k in calls}
     order = list(calls.items())
-    for k in range(runs + warmup):
+    k = 0
+    while min(len(v) for v in times.values()) < runs:
         for name, call in order if k % 2 else order[::-1]:
-            t0 = time.perf_counter()
-            call()
-            if k >= warmup:
+            call()  # the block's warm-up: caches, and the other runtime's threads gone quiet
+            for _ in range(block):
+                t0 = time.perf_counter()
+                call()
                 times[name].append((time.perf_counter() - t0) * 1e3)
+        k += 1
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
