@@ -144,11 +144,12 @@ MODES: dict[str, Mode] = {
             "which tflite-runtime 2.14 cannot load",
         ),
         # tflite-runtime 2.14 on aarch64 (the last tflite-runtime; a Pi's and Android's CPU), checked on an
-        # emulated Pi (edgecap device-check --runtime tflite-runtime-2.14): the float32 and float16 files run
-        # and the float16 encoder too, but Invoke() of the int8 decoder step (int8 FULLY_CONNECTED v5, GATHER v2,
-        # SPLIT v2, CONCATENATION v2) dies with SIGSEGV, with XNNPACK on or off, on Cortex-A76/A72/A57/A53 models,
-        # while the same file runs on tflite-runtime 2.14 x86_64 and on ai-edge-litert 2.3 aarch64. Whether a
-        # real Pi crashes too cannot be told here (qemu may be at fault), so the int8 modes do not promise it.
+        # emulated Pi (edgecap device-check --runtime tflite-runtime-2.14): the float32 and float16 files run,
+        # and so did mode int8's encoder of the time (float16), but Invoke() of the int8 decoder step (int8
+        # FULLY_CONNECTED v5, GATHER v2, SPLIT v2, CONCATENATION v2) dies with SIGSEGV, with XNNPACK on or off,
+        # on Cortex-A76/A72/A57/A53 models, while the same file runs on tflite-runtime 2.14 x86_64 and on
+        # ai-edge-litert 2.3 aarch64. Whether a real Pi crashes too cannot be told here (qemu may be at fault),
+        # so the int8 modes do not promise it.
         #
         # int8 decoder (both int8 modes): the matrix products (FULLY_CONNECTED: attention query, LSTM kernels,
         # output projection, ~95 % of the weights) and the embedding lookup run in int8; the element-wise math
