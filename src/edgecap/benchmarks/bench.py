@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecap import __version__
@@ -144,14 +143,9 @@ def machine() -> dict:
     """The machine the figures belong to: CPU model, logical cores, platform, Python, package versions."""
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from edgecap.benchmarks.throughput import cpuinfo_field
+
+    cpu = cpuinfo_field("model name") or platform.processor() or ""
     versions = {}
     for pkg in ("ai-edge-litert", "tensorflow-cpu", "tensorflow", "numpy", "opencv-python-headless"):
         try:

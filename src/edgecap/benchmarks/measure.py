@@ -225,6 +225,7 @@ def measure_peak(plan: Plan, log: Callable[[str], None] = print) -> dict:
     from edgecap.benchmarks import throughput
 
     out: dict = {}
+    kernels = throughput.cpu_paths()
     for kind in ("int8", "float32"):
         try:
             for shape in throughput.PEAK_SHAPES[kind]:  # built here (TensorFlow), timed in a TF-free child
@@ -232,7 +233,7 @@ def measure_peak(plan: Plan, log: Callable[[str], None] = print) -> dict:
         except Exception as e:  # noqa: BLE001 - no TensorFlow to build it: a status, not a crash
             out[kind] = {"status": "failed", "error": f"cannot build the {kind} peak model: {e}"}
             continue
-        out[kind] = {"status": "ok", "kernel": throughput.cpu_paths()[kind], "threads": {}}
+        out[kind] = {"status": "ok", "kernel": kernels[kind], "threads": {}}
         for n in plan.threads:
             # 1 s per candidate shape even with --quick: shorter runs under-read the peak (AMX / clock warm-up)
             r = run_task(

@@ -48,8 +48,8 @@ PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
 OPSET = 17
 CALIBRATION_IMAGES = 50  # encoder calibration samples: the converter's recipe (real views, then augmented)
 FORMAT = 1  # bump when the export or quantization recipe changes: cached ONNX files are rebuilt
+# (part, precision): each is timed against the LiteRT file of the bundle row whose mode is that precision's name
 COMPONENTS = (("encoder", "float32"), ("encoder", "int8"), ("decoder_step", "float32"), ("decoder_step", "int8"))
-ROWS = {"float32": "float32", "int8": "int8"}  # precision -> the bundle mode whose LiteRT files it is timed against
 
 
 def missing() -> str | None:
@@ -72,7 +72,7 @@ def measure_peer(plan: Plan, rows: list[Variant], inputs: InputSet, log: Callabl
         why = "the ONNX export needs a Keras run as reference (--run)"
     # rows of the reference's own model only: a bundle converted from another model (drift_note) has other files
     bundles = {v.mode: v for v in rows if v.kind == "bundle" and v.status != "failed" and not v.drift_note}
-    wanted = [(part, p) for part, p in COMPONENTS if ROWS[p] in bundles]
+    wanted = [(part, p) for part, p in COMPONENTS if p in bundles]
     if why is None and not wanted:
         why = "no float32 or int8 bundle row to compare with (modes float32 / int8)"
     if why is not None:
@@ -96,8 +96,8 @@ def measure_peer(plan: Plan, rows: list[Variant], inputs: InputSet, log: Callabl
                 {
                     "part": part,
                     "precision": p,
-                    "bundle": str(bundles[ROWS[p]].folder),
-                    "row": bundles[ROWS[p]].name,
+                    "bundle": str(bundles[p].folder),
+                    "row": bundles[p].name,
                     "onnx": files[part][p],
                 }
                 for part, p in wanted

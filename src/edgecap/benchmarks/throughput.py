@@ -303,15 +303,21 @@ def cpu_paths(flags: set[str] | None = None) -> dict[str, str]:
 
 
 def _cpu_flags() -> set[str]:
+    return set((cpuinfo_field("flags", "Features") or "").split())  # x86 / Arm
+
+
+def cpuinfo_field(*keys: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo whose key is one of `keys` (None: no such line, or no
+    /proc/cpuinfo)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        key = line.split(":", 1)[0].strip()
-        if key in ("flags", "Features"):  # x86 / Arm
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
 
 
 def peak_int8(num_threads: int, seconds: float = 1.0, cache_dir: Path | None = None) -> dict:

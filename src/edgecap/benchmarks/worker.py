@@ -444,11 +444,8 @@ def _peer_feeds(b, part: str, image: str) -> dict[str, np.ndarray]:
     if part == "encoder":
         return {"image": np.ascontiguousarray(prepare_views(b, [image])[0][None], np.float32)}
     features, mask = encode_study_files(b, [image, None])
-    rows = b.step_batch
     return {
-        "token": np.full((rows,), b.vocab.bos_id, np.int32),
-        "h": np.zeros((rows, b.hidden_size), np.float32),
-        "c": np.zeros((rows, b.hidden_size), np.float32),
+        **step_inputs(b.step_batch, b.hidden_size, *features.shape),
         "features": np.ascontiguousarray(features[None], np.float32),
         "mask": np.ascontiguousarray(mask[None], np.float32),
     }
@@ -480,10 +477,7 @@ def _alternate(calls: dict, runs: int, block: int = 10) -> dict[str, float]:
     while min(len(v) for v in times.values()) < runs:
         for name, call in order if k % 2 else order[::-1]:
             call()  # the block's warm-up: caches, and the other runtime's threads gone quiet
-            for _ in range(block):
-                t0 = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name] += [s * 1e3 for s in timed_calls(call, 0.0, block, block)]
         k += 1
     return {k: float(np.median(v)) for k, v in times.items()}
 

@@ -110,7 +110,8 @@ def _selective_int8(
         debugger.run()  # each layer's output against its float computation from the same inputs
         stats = io.StringIO()
         debugger.layer_statistics_dump(stats)
-        kept = rank_layers(stats.getvalue(), weights_per_output(debugger.get_nondebug_quantized_model()))[:float_layers]
+        # the debug model the statistics were taken on names the same layers: no extra quantization pass
+        kept = rank_layers(stats.getvalue(), weights_per_output(debugger.quant_model))[:float_layers]
         if not kept:  # the statistics' tensor names matched no layer of the model: nothing would be kept
             raise ConversionError("selective quantization: no quantized layer with weights found to keep in float32")
         listed = ", ".join(map(_short, kept))
