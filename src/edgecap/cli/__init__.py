@@ -22,6 +22,7 @@ yet), without a traceback; once a command runs, Ctrl-C is a KeyboardInterrupt ag
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -44,6 +45,12 @@ def _is_the_program() -> bool:
 
 if _is_the_program() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _quit_interrupted)  # until main() below: the command starts
+if _is_the_program():
+    # No cyclic garbage collection while the program loads: imports make ~10^5 long-lived objects (numpy,
+    # pydantic, Typer, the command's modules) and each full collection walks them all. main() freezes what
+    # loaded (gc.freeze: later collections, and the one at exit, skip it) and turns collection back on.
+    # Measured on `edgecap caption`, one image: ~100 ms of a ~500 ms cold start (edgecap bench, cold start).
+    gc.disable()
 
 import importlib  # noqa: E402
 from typing import Any  # noqa: E402 (after the handler: Ctrl-C during these imports is handled)
@@ -130,6 +137,9 @@ _register(_wanted(sys.argv))
 def main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     if signal.getsignal(signal.SIGINT) is _quit_interrupted:  # a command starts: Ctrl-C raises KeyboardInterrupt
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _is_the_program() and not gc.isenabled():  # the program has loaded: collect again, skipping what loaded
+        gc.freeze()
+        gc.enable()
     if version:
         typer.echo(__version__)
         raise typer.Exit()

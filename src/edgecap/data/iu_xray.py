@@ -24,8 +24,6 @@ import io
 import json
 import os
 import re
-import tarfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -200,6 +198,8 @@ def _projection(key: str, table: dict[str, str]) -> str:
 def _load_openi(root: Path, images: dict[str, Path]) -> Dataset:
     src = _openi_reports(root)
     assert src is not None
+    import xml.etree.ElementTree as ET  # here: `edgecap caption` imports this module for image names only
+
     proj = packaged_projections()
     studies, bad = [], []
     for name, data in _iter_xml(src):
@@ -212,6 +212,8 @@ def _load_openi(root: Path, images: dict[str, Path]) -> Dataset:
 
 
 def _iter_xml(src: Path):
+    import tarfile
+
     if src.is_dir():
         for p in sorted(src.glob("*.xml")):
             yield p.name, p.read_bytes()
@@ -228,6 +230,8 @@ def _iter_xml(src: Path):
 
 
 def _parse_openi_xml(data: bytes, images: dict[str, Path], proj: dict[str, str]) -> Study:
+    import xml.etree.ElementTree as ET
+
     tree = ET.fromstring(data)
     uid_el = tree.find("IUXRId")
     if uid_el is None or not uid_el.get("id"):
