@@ -382,6 +382,9 @@ def test_caption_process_is_tensorflow_free():
     r = caption_process(str(default_bundle_path()), str(sample_image()), runs=1)
     assert r["status"] == "ok", r
     assert r["tensorflow_blocked"] and r["peak_rss_mb"] > 10 and r["cold_start_ms"]["p50_ms"] > 0
+    assert r["runs"] == 1  # the untimed first run (bytecode) is not among them
+    # the floor ran, in the same environment: the stack it imports is installed (a failing floor is None)
+    assert r["floor_ms"] is not None and r["floor_ms"]["p50_ms"] > 0
 
 
 def test_decode_split_accounts_for_the_loop():

@@ -163,6 +163,32 @@ _CAPTION_WRAPPER = (
 )
 
 
+# The floor under `edgecap caption`'s cold start: a Python that imports the third-party stack that command loads
+# (numpy, OpenCV, pydantic, the TFLite interpreter) and runs a one-option Typer command (Typer coerces each
+# option's value with pydantic, whose adapters it imports then), with cyclic GC off while it loads, as edgecap's
+# program has (edgecap.cli). Timed like the caption, turn about with it.
+_FLOOR_PROGRAM = (
+    "import gc\n"
+    "gc.disable()\n"
+    "import importlib.util, cv2, numpy, pydantic, typer\n"
+    "for name in ('ai_edge_litert.interpreter', 'tflite_runtime.interpreter'):\n"
+    "    if importlib.util.find_spec(name.split('.')[0]):\n"
+    "        importlib.import_module(name)\n"
+    "        break\n"
+    "gc.freeze()\n"
+    "gc.enable()\n"
+    "app = typer.Typer(add_completion=False)\n"
+    "@app.command()\n"
+    "def main(beam: int = 1) -> None:\n"
+    "    print(beam)\n"
+    "app(['--beam', '3'], standalone_mode=False)\n"
+)
+FLOOR_WHAT = (
+    "a Python that imports numpy, OpenCV, pydantic, Typer and the TFLite interpreter and runs a one-option Typer "
+    "command: what any Typer CLI on this stack pays before its own code"
+)
+
+
 def caption_process(bundle: str, image: str, runs: int, timeout: float = 300.0) -> dict:
     """A TensorFlow-free `edgecap caption IMAGE --bundle B` (one report, beam 3) from process start to exit:
     cold start (wall time) and the process's peak RSS. TensorFlow is made unimportable in it (child_env).
@@ -171,16 +197,19 @@ def caption_process(bundle: str, image: str, runs: int, timeout: float = 300.0) 
     compiled (a wheel install compiles it; an editable one writes it on the first run) and the files in the
     page cache. So a first, untimed run writes the bytecode to a private folder (PYTHONPYCACHEPREFIX, nothing
     written beside the sources), even where PYTHONDONTWRITEBYTECODE is set: recompiling edgecap's ~40
-    modules on every start would add ~60 ms that no installed edgecap pays."""
+    modules on every start would add ~60 ms that no installed edgecap pays. Before each timed caption, the
+    floor (_FLOOR_PROGRAM) is timed the same way: cold start minus floor is edgecap's own share."""
     import numpy as np
 
-    cold, peak, errors = [], [], []
+    cold, floor, peak, errors = [], [], [], []
     args = ["caption", image, "--bundle", bundle, "--format", "json", "--no-attention", "--no-progress"]
     with tempfile.TemporaryDirectory(prefix="edgecap-bench-") as d:
         hwm = Path(d) / "hwm"
         env = {**child_env(tf_free=True), "EDGECAP_BENCH_HWM": str(hwm), "PYTHONPYCACHEPREFIX": str(Path(d) / "pyc")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         for i in range(runs + 1):
+            if i:
+                floor += _timed_floor(env, timeout)
             hwm.unlink(missing_ok=True)
             t0 = time.perf_counter()
             try:
@@ -213,8 +242,21 @@ def caption_process(bundle: str, image: str, runs: int, timeout: float = 300.0) 
         "status": "ok",
         "runs": len(cold),
         "cold_start_ms": {"p50_ms": float(np.median(cold)), "min_ms": float(min(cold)), "max_ms": float(max(cold))},
+        "floor_ms": {"p50_ms": float(np.median(floor)), "what": FLOOR_WHAT} if floor else None,
         "peak_rss_mb": float(max(peak)) if peak else None,
         "tensorflow_blocked": True,
         "bytecode": "cached by an untimed first run",
         "command": "edgecap " + " ".join(args),
     }
+
+
+def _timed_floor(env: dict, timeout: float) -> list[float]:
+    """One run of the floor program, ms (empty when it fails: the floor is a reference, not a figure to gate)."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _FLOOR_PROGRAM], env=env, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return []
+    return [(time.perf_counter() - t0) * 1e3] if proc.returncode == 0 else []

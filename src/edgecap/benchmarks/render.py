@@ -127,6 +127,7 @@ def notes(result: dict) -> list[str]:
             )
         if v.get("drift_note"):
             out.append(f"{v['name']}: {v['drift_note']}")
+    out += floor_lines(result)
     out += peer_lines(result)
     if result.get("checks"):
         failed = [c for c in result["checks"] if not c["passed"]]
@@ -154,6 +155,18 @@ def peer_lines(result: dict) -> list[str]:
                     for c in comps
                 )
             )
+    return out
+
+
+def floor_lines(result: dict) -> list[str]:
+    """The cold-start floor beside each bundle's cold start (benchmarks.processes._FLOOR_PROGRAM)."""
+    out = []
+    for v in result["variants"]:
+        p = v.get("process") or {}
+        if p.get("status") == "ok" and p.get("floor_ms"):
+            cold, floor = p["cold_start_ms"]["p50_ms"], p["floor_ms"]["p50_ms"]
+            what = p["floor_ms"]["what"]
+            out.append(f"{v['name']}: cold start {cold:.0f} ms, of which the floor {floor:.0f} ms ({what})")
     return out
 
 
