@@ -159,15 +159,15 @@ def peer_lines(result: dict) -> list[str]:
 
 
 def floor_lines(result: dict) -> list[str]:
-    """The cold-start floor beside each bundle's cold start (benchmarks.processes._FLOOR_PROGRAM)."""
-    out = []
+    """Each bundle's cold start beside its floor (benchmarks.processes._FLOOR_PROGRAM, said once)."""
+    out, what = [], None
     for v in result["variants"]:
         p = v.get("process") or {}
         if p.get("status") == "ok" and p.get("floor_ms"):
             cold, floor = p["cold_start_ms"]["p50_ms"], p["floor_ms"]["p50_ms"]
+            out.append(f"{v['name']}: cold start {cold:.0f} ms, of which the floor {floor:.0f} ms")
             what = p["floor_ms"]["what"]
-            out.append(f"{v['name']}: cold start {cold:.0f} ms, of which the floor {floor:.0f} ms ({what})")
-    return out
+    return out + ([f"the floor: {what}"] if what else [])
 
 
 def peer_section(result: dict) -> list[str]:
@@ -191,8 +191,15 @@ def peer_section(result: dict) -> list[str]:
         for n, comps in peer["threads"].items():
             for c in comps:
                 md.append(
-                    _row(c["part"], c["precision"], c["row"], n, f"{c['litert_ms']:.3f}", f"{c['ort_ms']:.3f}",
-                         f"{c['ratio']:.2f}x")
+                    _row(
+                        c["part"],
+                        c["precision"],
+                        c["row"],
+                        n,
+                        f"{c['litert_ms']:.3f}",
+                        f"{c['ort_ms']:.3f}",
+                        f"{c['ratio']:.2f}x",
+                    )
                 )
     return md
 
@@ -236,9 +243,21 @@ def markdown(result: dict) -> str:
                     md.append(f"| {v['name']} | {part} | {n} | {f.get('error', 'failed')} |" + " |" * 7)
                     continue
                 st, mem = f["steady"], f["memory"]
-                md.append(_row(v["name"], part, n, f"{f['init_ms']:.1f}", f"{f['first_ms']:.2f}",
-                               _fmt(f["warmup_ms"], ".2f"), f"{st['mean_ms']:.3f}", f"{st['p50_ms']:.3f}",
-                               f"{st['p95_ms']:.3f}", f"{mem['init_mb']:.1f}", f"{mem['peak_mb']:.1f}"))
+                md.append(
+                    _row(
+                        v["name"],
+                        part,
+                        n,
+                        f"{f['init_ms']:.1f}",
+                        f"{f['first_ms']:.2f}",
+                        _fmt(f["warmup_ms"], ".2f"),
+                        f"{st['mean_ms']:.3f}",
+                        f"{st['p50_ms']:.3f}",
+                        f"{st['p95_ms']:.3f}",
+                        f"{mem['init_mb']:.1f}",
+                        f"{mem['peak_mb']:.1f}",
+                    )
+                )
     md += [
         "",
         "## Whole report: stages and decode loop split (first thread count)",
@@ -261,8 +280,9 @@ def markdown(result: dict) -> str:
         if not rep:
             continue
         st, sp = rep["stages_mean_ms"], rep["decode_split"]
-        stages = [f"{st[k]:.2f}" for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms",
-                                           "labeler_ms")]
+        stages = [
+            f"{st[k]:.2f}" for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms", "labeler_ms")
+        ]
         split = [f"{sp[k]:.2f}" for k in ("decode_ms", "interpreter_ms", "tensor_io_ms", "python_ms")]
         md.append(_row(v["name"], *stages, *split, f"{sp['overhead_share']:.0%}", f"{sp['steps_per_report']:.0f}"))
     md += peer_section(result)
