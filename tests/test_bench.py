@@ -453,3 +453,37 @@ def test_nearest_neighbour_baseline_encodes_each_study_once(tmp_path, monkeypatc
     assert set(nn) == {i.name for i in with_reference}
     for i in with_reference:
         assert nn[i.name] != i.reference or sum(j.reference == i.reference for j in with_reference if j.uid != i.uid)
+
+
+def test_peer_blocks_close_each_runtime_before_the_other_runs():
+    """worker._alternate: each block opens its call afresh and drops it when the block ends, so an ONNX Runtime
+    session (whose idle threads spin for up to seconds after a run) never lives through LiteRT's block; the
+    order alternates and every name gets its timed calls."""
+    import weakref
+
+    from edgecap.benchmarks.worker import _alternate
+
+    log: list[str] = []
+    live: list[weakref.ref] = []
+
+    class Session:  # stands in for a runtime's session: something whose lifetime matters
+        def __init__(self, name: str):
+            self.name = name
+
+        def run(self) -> None:
+            assert all(r() is None for r in live[:-1]), "an earlier block's session is still alive"
+            log.append(self.name)
+
+    def opener(name: str):
+        def open_block():
+            s = Session(name)
+            live.append(weakref.ref(s))
+            return s.run
+
+        return open_block
+
+    p50 = _alternate({"a": opener("a"), "b": opener("b")}, runs=6, block=3)
+    assert set(p50) == {"a", "b"} and all(v >= 0 for v in p50.values())
+    assert len(live) == 4  # two blocks each: 3 timed calls a block, 6 runs
+    # blocks of 1 warm-up + 3 timed calls, in the order b a, a b (neither always first)
+    assert log == ["b"] * 4 + ["a"] * 4 + ["a"] * 4 + ["b"] * 4

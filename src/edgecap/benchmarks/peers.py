@@ -3,8 +3,9 @@
     peer = measure_peer(plan, rows, inputs, log)   # -> the result's "peers"["onnxruntime"]
 
 What is compared, per component and thread count, in alternating blocks of calls in one TensorFlow-free
-process (task "peer" of benchmarks.worker, so machine drift moves both alike): the LiteRT file of a bundle row
-and the ONNX Runtime model of the same precision, both exported from the bench's Keras reference:
+process (task "peer" of benchmarks.worker, so machine drift moves both alike; each ORT block on a session of its
+own, closed before LiteRT's block: worker._alternate): the LiteRT file of a bundle row and the ONNX Runtime model
+of the same precision, both exported from the bench's Keras reference:
 
     component               LiteRT file                       ONNX Runtime model
     encoder float32         float32 row's encoder             tf2onnx export, opset 17

@@ -434,9 +434,13 @@ def task_peer(t: dict) -> dict:
         b = Bundle.load(c["bundle"], num_threads=n)
         feeds = _peer_feeds(b, c["part"], t["image"])
         lite = b.encoder if c["part"] == "encoder" else b.decoder
-        sess = _ort_session(c["onnx"], n)
-        names = [o.name for o in sess.get_outputs()]
-        p50 = _alternate({"litert": lambda: lite(**feeds), "ort": lambda: sess.run(names, feeds)}, runs)  # noqa: B023
+        p50 = _alternate(
+            {
+                "litert": lambda lite=lite, feeds=feeds: lambda: lite(**feeds),
+                "ort": lambda path=c["onnx"], feeds=feeds: _ort_call(path, n, feeds),
+            },
+            runs,
+        )
         out.append(
             {
                 "part": c["part"],
@@ -480,20 +484,31 @@ def _ort_session(path: str, threads: int):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def _alternate(calls: dict, runs: int, block: int = 10) -> dict[str, float]:
-    """Time the calls in alternating blocks of `block` calls (A-block B-block, B-block A-block, ...: neither
-    always goes first), until each has `runs` timed calls -> p50 ms per call name. The first call of each
-    block is a warm-up and not timed: a runtime's idle worker threads keep spinning for a while after its call
-    (ONNX Runtime's intra-op pool, pthreadpool's), which on a small machine slows the other runtime's first
-    call; call-by-call alternation measured LiteRT's 2-thread float32 encoder at 10.6 ms beside ORT, 5.6 ms
-    alone."""
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    order = list(calls.items())
+def _ort_call(path: str, threads: int, feeds: dict):
+    """A whole ONNX Runtime call on a new session (_ort_session): every input fed, every output read."""
+    sess = _ort_session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    return lambda: sess.run(names, feeds)
+
+
+def _alternate(blocks: dict, runs: int, block: int = 10) -> dict[str, float]:
+    """Time the runtimes in alternating blocks of `block` calls (A-block B-block, B-block A-block, ...: neither
+    always goes first), until each has `runs` timed calls -> p50 ms per name. `blocks` maps a name to a
+    function that returns the call for one block: the ONNX Runtime one opens a new session each block, and the
+    call is dropped, with its session and its threads, when the block ends. ONNX Runtime's intra-op threads keep
+    spinning for up to seconds after a run (its default, for the next run's latency), so a session kept open
+    across blocks takes a core from LiteRT's 2-thread calls on a 2-core machine: measured, LiteRT's 2-thread
+    float32 decoder step 0.39-0.46 ms beside a kept session, 0.26-0.34 ms beside one closed after each block,
+    as alone; ORT's own figures did not move. The first call of each block is a warm-up, not timed."""
+    times: dict[str, list[float]] = {k: [] for k in blocks}
+    order = list(blocks.items())
     k = 0
     while min(len(v) for v in times.values()) < runs:
-        for name, call in order if k % 2 else order[::-1]:
+        for name, open_block in order if k % 2 else order[::-1]:
+            call = open_block()
             call()  # the block's warm-up: caches, and the other runtime's threads gone quiet
             times[name] += [s * 1e3 for s in timed_calls(call, 0.0, block, block)]
+            del call  # an ONNX Runtime session and its spinning threads end with the block
         k += 1
     return {k: float(np.median(v)) for k, v in times.items()}
 
