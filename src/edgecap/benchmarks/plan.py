@@ -33,7 +33,7 @@ class BenchOptions:
     beam: int = 3
     min_inputs: int = 100
     seed: int = 0
-    process_runs: int = 3
+    process_runs: int = 7  # timed `edgecap caption` processes per bundle (and as many floor runs): p50 of 7
     timeout_s: float = 1800.0  # per child process
 
     def runs(self, kind: str) -> dict:
