@@ -191,15 +191,8 @@ def peer_section(result: dict) -> list[str]:
         for n, comps in peer["threads"].items():
             for c in comps:
                 md.append(
-                    _row(
-                        c["part"],
-                        c["precision"],
-                        c["row"],
-                        n,
-                        f"{c['litert_ms']:.3f}",
-                        f"{c['ort_ms']:.3f}",
-                        f"{c['ratio']:.2f}x",
-                    )
+                    _row(c["part"], c["precision"], c["row"], n, f"{c['litert_ms']:.3f}", f"{c['ort_ms']:.3f}",
+                         f"{c['ratio']:.2f}x")
                 )
     return md
 
@@ -243,21 +236,9 @@ def markdown(result: dict) -> str:
                     md.append(f"| {v['name']} | {part} | {n} | {f.get('error', 'failed')} |" + " |" * 7)
                     continue
                 st, mem = f["steady"], f["memory"]
-                md.append(
-                    _row(
-                        v["name"],
-                        part,
-                        n,
-                        f"{f['init_ms']:.1f}",
-                        f"{f['first_ms']:.2f}",
-                        _fmt(f["warmup_ms"], ".2f"),
-                        f"{st['mean_ms']:.3f}",
-                        f"{st['p50_ms']:.3f}",
-                        f"{st['p95_ms']:.3f}",
-                        f"{mem['init_mb']:.1f}",
-                        f"{mem['peak_mb']:.1f}",
-                    )
-                )
+                md.append(_row(v["name"], part, n, f"{f['init_ms']:.1f}", f"{f['first_ms']:.2f}",
+                               _fmt(f["warmup_ms"], ".2f"), f"{st['mean_ms']:.3f}", f"{st['p50_ms']:.3f}",
+                               f"{st['p95_ms']:.3f}", f"{mem['init_mb']:.1f}", f"{mem['peak_mb']:.1f}"))
     md += [
         "",
         "## Whole report: stages and decode loop split (first thread count)",
@@ -280,9 +261,8 @@ def markdown(result: dict) -> str:
         if not rep:
             continue
         st, sp = rep["stages_mean_ms"], rep["decode_split"]
-        stages = [
-            f"{st[k]:.2f}" for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms", "labeler_ms")
-        ]
+        stages = [f"{st[k]:.2f}" for k in ("read_ms", "sanity_ms", "preprocess_ms", "encoder_ms", "decoder_ms",
+                                           "labeler_ms")]
         split = [f"{sp[k]:.2f}" for k in ("decode_ms", "interpreter_ms", "tensor_io_ms", "python_ms")]
         md.append(_row(v["name"], *stages, *split, f"{sp['overhead_share']:.0%}", f"{sp['steps_per_report']:.0f}"))
     md += peer_section(result)
