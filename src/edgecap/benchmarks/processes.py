@@ -171,7 +171,7 @@ _FLOOR_PROGRAM = (
     "import gc\n"
     "gc.disable()\n"
     "import importlib.util, cv2, numpy, pydantic, typer\n"
-    "for name in ('ai_edge_litert.interpreter', 'tflite_runtime.interpreter'):\n"
+    "for name in ('ai_edge_litert.interpreter', 'tflite_runtime.interpreter'):  # runtime.interpreter's order\n"
     "    if importlib.util.find_spec(name.split('.')[0]):\n"
     "        importlib.import_module(name)\n"
     "        break\n"

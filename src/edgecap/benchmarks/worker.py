@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -433,14 +434,9 @@ def task_peer(t: dict) -> dict:
     for c in t["components"]:
         b = Bundle.load(c["bundle"], num_threads=n)
         feeds = _peer_feeds(b, c["part"], t["image"])
-        lite = b.encoder if c["part"] == "encoder" else b.decoder
-        p50 = _alternate(
-            {
-                "litert": lambda lite=lite, feeds=feeds: lambda: lite(**feeds),
-                "ort": lambda path=c["onnx"], feeds=feeds: _ort_call(path, n, feeds),
-            },
-            runs,
-        )
+        lite = partial(b.encoder if c["part"] == "encoder" else b.decoder, **feeds)
+        # LiteRT's interpreter stays loaded across blocks; ORT gets a new session each block (_alternate)
+        p50 = _alternate({"litert": lambda call=lite: call, "ort": partial(_ort_call, c["onnx"], n, feeds)}, runs)
         out.append(
             {
                 "part": c["part"],
